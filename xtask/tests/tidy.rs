@@ -1,5 +1,5 @@
 //! Tests that guard the repository itself: the README's command reference is the
-//! real `--help`, the Rust code is formatted and clippy-clean, and no TODO is
+//! real `--help`, the Rust code is formatted and clippy-clean, and no to-do marker is
 //! left without an issue reference.
 
 mod support;
