@@ -2,10 +2,18 @@
 //! node images. This file parses the command line and dispatches; the work lives in
 //! one module per subcommand, which compose the library modules.
 
+mod accelerator;
+mod boxes;
+mod build_key;
+mod build_record;
 mod deps;
+mod ignition;
 mod install_hook;
+mod streaming;
 mod table;
 mod tools;
+mod vagrant;
+mod verify_vagrant;
 mod workspace;
 
 use std::process::ExitCode;
@@ -24,13 +32,19 @@ struct Cli {
 /// One example per subcommand, shown under the top-level help.
 const EXAMPLES: &str = "\
 Examples:
+  cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
   cargo xtask deps --for validate      which tools are missing for `validate`, and how to install them
   cargo xtask install-hook             run the checks on staged files before every commit
+  cargo xtask verify-vagrant           boot the newest build's box and run kubeadm init in it
 
 Run `cargo xtask <COMMAND> --help` for a command's options.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// List the Flatcar boxes this tool made, or remove them with --cleanup.
+    ///
+    /// Example: `cargo xtask boxes --cleanup stable 4081.2.0`
+    Boxes(boxes::BoxesArgs),
     /// Report every external tool the project uses: path, version, minimum, install hint.
     ///
     /// Example: `cargo xtask deps --for validate`
@@ -39,6 +53,10 @@ enum Command {
     ///
     /// Example: `cargo xtask install-hook`
     InstallHook(install_hook::InstallHookArgs),
+    /// Boot a build's Vagrant box on libvirt and check it is a working Kubernetes node.
+    ///
+    /// Example: `cargo xtask verify-vagrant --output-dir images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1`
+    VerifyVagrant(verify_vagrant::VerifyArgs),
 }
 
 /// An error whose message has already been printed (a failed check's report):
@@ -57,8 +75,10 @@ impl std::error::Error for Exit {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = workspace::shell().and_then(|sh| match &cli.command {
+        Command::Boxes(args) => boxes::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),
         Command::InstallHook(args) => install_hook::run(&sh, args),
+        Command::VerifyVagrant(args) => verify_vagrant::run(&sh, args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
