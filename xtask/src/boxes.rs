@@ -178,7 +178,7 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
                 .iter()
                 .filter(|m| {
                     ours.iter()
-                        .any(|(dir, _)| PathBuf::from(&m.directory) == dir.join("vagrant"))
+                        .any(|(dir, _)| dir.join("vagrant") == std::path::Path::new(&m.directory))
                 })
                 .cloned()
                 .collect(),

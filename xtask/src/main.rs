@@ -6,13 +6,24 @@ mod accelerator;
 mod boxes;
 mod build_key;
 mod build_record;
+mod checks;
 mod deps;
+mod fetch_image;
+mod flatcar;
 mod ignition;
 mod install_hook;
+mod json_text;
+mod lint;
+mod packer;
+mod pre_commit;
+mod rehearsal;
+mod rehearse_guest;
+mod source_tree;
 mod streaming;
 mod table;
 mod tools;
 mod vagrant;
+mod validate;
 mod verify_vagrant;
 mod workspace;
 
@@ -34,7 +45,12 @@ const EXAMPLES: &str = "\
 Examples:
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
   cargo xtask deps --for validate      which tools are missing for `validate`, and how to install them
+  cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
   cargo xtask install-hook             run the checks on staged files before every commit
+  cargo xtask lint --fix               shellcheck, yamllint, ansible-lint, rustfmt, clippy; rewrite JSON canonically
+  cargo xtask pre-commit               the checks that concern the staged files, on the staged content
+  cargo xtask rehearse-guest           build or reuse the Flatcar-shaped test guest, boot it, time boot-to-SSH
+  cargo xtask validate                 check images/capi: JSON, var-file layering, packer, ansible, Ignition
   cargo xtask verify-vagrant           boot the newest build's box and run kubeadm init in it
 
 Run `cargo xtask <COMMAND> --help` for a command's options.";
@@ -49,10 +65,53 @@ enum Command {
     ///
     /// Example: `cargo xtask deps --for validate`
     Deps(deps::DepsArgs),
+    /// Download a Flatcar QEMU image, verify its signature and SHA-512, and cache it.
+    ///
+    /// Example: `cargo xtask fetch-image stable 4081.2.0 --arch amd64`
+    FetchImage(fetch_image::FetchImageArgs),
     /// Install the git pre-commit hook that runs the project's checks on staged files.
     ///
     /// Example: `cargo xtask install-hook`
     InstallHook(install_hook::InstallHookArgs),
+    /// Lint the repository: shell, YAML, Ansible, JSON formatting, Rust.
+    ///
+    /// shellcheck on every shell script, yamllint on the YAML (.yamllint), ansible-lint
+    /// on the playbooks when it is installed (.ansible-lint), canonical JSON under
+    /// images/capi (2-space indent, keys sorted, trailing newline), `cargo fmt --check`
+    /// and `cargo clippy -- -D warnings`. Only --fix changes files: it rewrites JSON
+    /// that is not canonical, and nothing else.
+    ///
+    /// Example: `cargo xtask lint --fix`
+    Lint(lint::LintArgs),
+    /// Check what is staged for commit: the validate and lint checks for those files.
+    ///
+    /// Reads the staged file list, checks out the index into a temporary directory and
+    /// runs the checks that concern the staged files there (JSON, layering and packer
+    /// validate for the targets they belong to, yamllint and syntax-check for Ansible,
+    /// shellcheck, rustfmt), so it checks what will be committed, not the working tree.
+    /// `cargo xtask install-hook` makes git run it before every commit.
+    ///
+    /// Example: `cargo xtask pre-commit`
+    PreCommit(pre_commit::PreCommitArgs),
+    /// Build or reuse the Flatcar-shaped rehearsal guest and report boot-to-SSH time.
+    ///
+    /// The guest (Debian packages made to behave like Flatcar where the build depends on
+    /// it) is cached under target/rehearsal/ and rebuilt when its recipe changes; building
+    /// it needs root. It is booted twice the way build-flatcar boots Flatcar and checked.
+    ///
+    /// Example: `cargo xtask rehearse-guest`
+    RehearseGuest(rehearse_guest::RehearseGuestArgs),
+    /// Check that images/capi is sound: JSON, var-file layering, packer, ansible, Ignition.
+    ///
+    /// Every JSON file must parse; each build target's var files must layer onto its
+    /// template with every `{{user}}` resolved and no undeclared variable set; `packer
+    /// validate`, `ansible-playbook --syntax-check` and `ignition-validate` must accept
+    /// them. The checks run in parallel; a check whose tool is missing is reported as not
+    /// run (exit 2 unless --allow-missing). Passes are remembered by content hash under
+    /// target/xtask-cache, so an unchanged tree re-validates at once.
+    ///
+    /// Example: `cargo xtask validate --target qemu-flatcar`
+    Validate(validate::ValidateArgs),
     /// Boot a build's Vagrant box on libvirt and check it is a working Kubernetes node.
     ///
     /// Example: `cargo xtask verify-vagrant --output-dir images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1`
@@ -77,7 +136,12 @@ fn main() -> ExitCode {
     let result = workspace::shell().and_then(|sh| match &cli.command {
         Command::Boxes(args) => boxes::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),
+        Command::FetchImage(args) => fetch_image::run(&sh, args),
         Command::InstallHook(args) => install_hook::run(&sh, args),
+        Command::Lint(args) => lint::run(&sh, args),
+        Command::PreCommit(args) => pre_commit::run(&sh, args),
+        Command::RehearseGuest(args) => rehearse_guest::run(&sh, args),
+        Command::Validate(args) => validate::run(&sh, args),
         Command::VerifyVagrant(args) => verify_vagrant::run(&sh, args),
     });
     match result {

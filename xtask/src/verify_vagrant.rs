@@ -160,12 +160,10 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     };
     write_file(&vagrantfile, &vagrant::render_vagrantfile(&spec), 0o644)?;
 
-    let vagrant = tools::find_program("vagrant").context("vagrant is not on PATH")?;
-    let run_vagrant =
-        |args: &[&str], prefix: Option<&str>| -> anyhow::Result<streaming::Finished> {
-            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-            streaming::run(&vagrant, &args, &work, &[], prefix, None)
-        };
+    let vagrant = Vagrant {
+        program: tools::find_program("vagrant").context("vagrant is not on PATH")?,
+        dir: work.clone(),
+    };
 
     let mut rows = Vec::new();
     let mut record_step = |name: &str, result: &str, started: Instant| {
@@ -179,7 +177,7 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let box_file_arg = box_file.display().to_string();
-    let added = run_vagrant(
+    let added = vagrant.run(
         &["box", "add", "--force", "--name", &box_name, &box_file_arg],
         Some("vagrant"),
     )?;
@@ -193,9 +191,9 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     record_step("vagrant box add", "pass", started);
 
     let started = Instant::now();
-    let up = run_vagrant(&["up", "--provider", "libvirt"], Some("vagrant"))?;
+    let up = vagrant.run(&["up", "--provider", "libvirt"], Some("vagrant"))?;
     if !up.success || streaming::interrupted() {
-        destroy(&run_vagrant);
+        vagrant.destroy();
         bail!("`vagrant up` failed:\n{}", streaming::tail(&up.output, 30));
     }
     record_step("vagrant up", "pass", started);
@@ -207,7 +205,7 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
             record_step(step.name, "not run (--no-cluster)", started);
             continue;
         }
-        let finished = run_vagrant(&["ssh", "-c", &step.script], None)?;
+        let finished = vagrant.run(&["ssh", "-c", &step.script], None)?;
         if finished.success && !streaming::interrupted() {
             record_step(step.name, "pass", started);
         } else {
@@ -219,7 +217,7 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     print!("{}", table::render(&["step", "result", "time"], &rows));
 
     if let Some((name, output)) = failed {
-        destroy(&run_vagrant);
+        vagrant.destroy();
         eprintln!(
             "error: verify step `{name}` failed:\n{}",
             streaming::tail(&output, 40)
@@ -227,7 +225,7 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
         return Err(Exit(1).into());
     }
     if args.destroy {
-        destroy(&run_vagrant);
+        vagrant.destroy();
     } else {
         println!(
             "export FLATCAR_CHANNEL={} FLATCAR_VERSION={} VAGRANT_VAGRANTFILE={}",
@@ -240,10 +238,25 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn destroy(run_vagrant: &dyn Fn(&[&str], Option<&str>) -> anyhow::Result<streaming::Finished>) {
-    match run_vagrant(&["destroy", "--force"], Some("vagrant")) {
-        Ok(f) if f.success => {}
-        _ => eprintln!("warning: `vagrant destroy --force` failed; remove the VM with `cargo xtask boxes --cleanup`"),
+/// vagrant, run in the directory that holds the verify Vagrantfile.
+struct Vagrant {
+    program: PathBuf,
+    dir: PathBuf,
+}
+
+impl Vagrant {
+    fn run(&self, args: &[&str], prefix: Option<&str>) -> anyhow::Result<streaming::Finished> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        streaming::run(&self.program, &args, &self.dir, &[], prefix, None)
+    }
+
+    fn destroy(&self) {
+        match self.run(&["destroy", "--force"], Some("vagrant")) {
+            Ok(f) if f.success => {}
+            _ => eprintln!(
+                "warning: `vagrant destroy --force` failed; remove the VM with `cargo xtask boxes --cleanup`"
+            ),
+        }
     }
 }
 

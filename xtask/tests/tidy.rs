@@ -99,8 +99,9 @@ fn rust_code_is_formatted() {
 
 #[test]
 fn clippy_is_clean() {
-    // A target dir of its own: the one running this test may be locked by cargo.
-    let target = project_root().join("target").join("tidy-clippy");
+    // A target dir of its own (the one running this test may be locked by cargo),
+    // shared with `cargo xtask lint` so the two do not each build everything.
+    let target = project_root().join("target").join("clippy");
     let out = cargo(&[
         "clippy",
         "--quiet",

@@ -1,0 +1,29 @@
+//! The rehearsal's own inputs, made on this machine because no Flatcar, Kubernetes
+//! or PyPy download is reachable from it: a Flatcar-shaped guest disk image
+//! (`guest`), the files a loopback mirror serves in place of the release server and
+//! the download sites (`mirror`), a static-file HTTP server for them (`server`), and
+//! booting a disk image the way build-flatcar boots Flatcar (`boot`).
+//!
+//! Everything here feeds the real build through the inputs any user can set (release
+//! server, signing key, download URLs); no build code path knows it is rehearsing.
+
+pub(crate) mod boot;
+pub(crate) mod guest;
+// The mirror and its server are for `rehearse` (issue 7), which wires them next.
+#[allow(dead_code)]
+pub(crate) mod mirror;
+#[allow(dead_code)]
+pub(crate) mod server;
+
+use std::path::PathBuf;
+
+/// The made-up Flatcar release the guest claims to be and the mirror serves: the
+/// shape of a real version, far beyond any real one.
+pub(crate) const FLATCAR_VERSION: &str = "9999.0.0";
+
+/// Where rehearsal artifacts are cached between runs.
+pub(crate) fn cache_dir() -> PathBuf {
+    crate::workspace::project_root()
+        .join("target")
+        .join("rehearsal")
+}
