@@ -20,7 +20,7 @@ use crate::tools::{self, Probe, Status};
 use crate::{table, workspace, Exit};
 
 /// The options every checking command shares.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct CheckOptions {
     /// Check the repository at DIR instead of this one: another checkout, or a copy
     /// of the image definitions laid out as DIR/images/capi.
@@ -55,8 +55,9 @@ impl CheckOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
+    #[default]
     Text,
     Json,
 }

@@ -4,6 +4,7 @@
 
 mod accelerator;
 mod boxes;
+mod build;
 mod build_key;
 mod build_record;
 mod checks;
@@ -13,6 +14,7 @@ mod flatcar;
 mod ignition;
 mod install_hook;
 mod json_text;
+mod libvirt_namespace;
 mod lint;
 mod packer;
 mod pre_commit;
@@ -43,6 +45,7 @@ struct Cli {
 /// One example per subcommand, shown under the top-level help.
 const EXAMPLES: &str = "\
 Examples:
+  cargo xtask build-flatcar            build the current stable release into images/capi/output, then verify its box
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
   cargo xtask deps --for validate      which tools are missing for `validate`, and how to install them
   cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
@@ -61,6 +64,10 @@ enum Command {
     ///
     /// Example: `cargo xtask boxes --cleanup stable 4081.2.0`
     Boxes(boxes::BoxesArgs),
+    /// Build a Flatcar node image and Vagrant box from a release, then verify the box.
+    ///
+    /// Example: `cargo xtask build-flatcar stable 4081.2.0 --dry-run`
+    BuildFlatcar(build::BuildArgs),
     /// Report every external tool the project uses: path, version, minimum, install hint.
     ///
     /// Example: `cargo xtask deps --for validate`
@@ -135,6 +142,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = workspace::shell().and_then(|sh| match &cli.command {
         Command::Boxes(args) => boxes::run(&sh, args),
+        Command::BuildFlatcar(args) => build::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),
         Command::FetchImage(args) => fetch_image::run(&sh, args),
         Command::InstallHook(args) => install_hook::run(&sh, args),

@@ -154,7 +154,7 @@ fn render(report: &Report) -> String {
             format!("{:.1} s", boot.boot_to_ssh_seconds),
         ]);
     }
-    out += &table::render(&["", ""], &summary);
+    out += &table::render(&["summary", ""], &summary);
     out
 }
 
@@ -359,6 +359,8 @@ fn check_first_boot(
         },
     );
 
+    check_no_failed_units(sh, guest, checks)?;
+
     let (socket, _) = guest.ssh(sh, "sudo -n test -S /run/containerd/containerd.sock")?;
     let (_, containerd) = guest.ssh(sh, "systemctl is-active containerd.service")?;
     check(
@@ -400,6 +402,7 @@ fn check_second_boot(
             }
         ),
     );
+    check_no_failed_units(sh, guest, checks)?;
     for unit in masked {
         let (_, enabled) = guest.ssh(sh, &format!("systemctl is-enabled {unit}"))?;
         check(
@@ -409,5 +412,24 @@ fn check_second_boot(
             format!("is-enabled: {}", enabled.trim()),
         );
     }
+    Ok(())
+}
+
+fn check_no_failed_units(
+    sh: &Shell,
+    guest: &RunningGuest,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<()> {
+    let failed = guest.ssh_ok(sh, "systemctl list-units --failed --plain --no-legend")?;
+    check(
+        checks,
+        "no unit failed during boot",
+        failed.trim().is_empty(),
+        if failed.trim().is_empty() {
+            "none failed"
+        } else {
+            failed.as_str()
+        },
+    );
     Ok(())
 }

@@ -33,6 +33,16 @@ pub(crate) struct ValidateArgs {
     options: CheckOptions,
 }
 
+impl ValidateArgs {
+    /// `validate --target <name>` with `options`: what `build-flatcar` runs first.
+    pub(crate) fn for_target(name: &str, options: CheckOptions) -> ValidateArgs {
+        ValidateArgs {
+            target: Some(name.to_owned()),
+            options,
+        }
+    }
+}
+
 pub(crate) fn run(sh: &Shell, args: &ValidateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = args.options.root()?;
@@ -250,7 +260,7 @@ fn packer_check(
     let body_capi = capi.clone();
     // The argument vector's shape (the placeholder file's name aside) is part of
     // what decides the result.
-    let shape: Vec<String> = command::args("validate", &[], target, Path::new("<generated>"))
+    let shape: Vec<String> = command::args("validate", &[], target, &[Path::new("<generated>")])
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -270,7 +280,7 @@ fn packer_check(
             .join(format!("{}.json", target.name));
         std::fs::write(&var_file, command::generated_var_file(&values))
             .with_context(|| format!("writing {}", var_file.display()))?;
-        let args = command::args("validate", &[], target, &var_file);
+        let args = command::args("validate", &[], target, &[&var_file]);
         let _dir = sh.push_dir(&body_capi);
         let ran = capture(
             sh.cmd(tools.path("packer"))

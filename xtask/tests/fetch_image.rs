@@ -156,6 +156,20 @@ fn remove_stale_fixtures(parent: &Path) {
     }
 }
 
+/// Stops the gpg-agent that signing started in a GnuPG home, even when the
+/// fixture panics half-way.
+struct AgentGuard<'a>(&'a Path);
+
+impl Drop for AgentGuard<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.0)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
 fn make_fixture() -> Fixture {
     let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     remove_stale_fixtures(&parent);
@@ -170,6 +184,7 @@ fn make_fixture() -> Fixture {
         .tempdir_in("/tmp")
         .unwrap();
     let home = home.path();
+    let agent = AgentGuard(home);
 
     // The keys: everything created ten days ago.
     let t0 = now() - 10 * 86_400;
@@ -316,11 +331,7 @@ fn make_fixture() -> Fixture {
     write(&bz2, &out.stdout);
     sign(home, good, None, &bz2, &sig("bz2"), false);
 
-    let _ = Command::new("gpgconf")
-        .arg("--homedir")
-        .arg(home)
-        .args(["--kill", "gpg-agent"])
-        .status();
+    drop(agent);
 
     // The release tree.
     let channel = root.join("stable").join("amd64-usr");
@@ -935,6 +946,34 @@ fn an_interrupted_run_is_resumed_by_the_next_one() {
 }
 
 #[test]
+fn a_complete_partial_download_is_verified_without_downloading_again() {
+    let s = setup();
+    let dir = s.cache().join("stable/4081.2.0/amd64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{IMG}.part")), &fixture().image).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).ok();
+    let requests = s.server.requests_for(&image_url_path("4081.2.0"));
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].status, 416);
+    assert_eq!(std::fs::read(dir.join(IMG)).unwrap(), fixture().image);
+}
+
+#[test]
+fn a_bad_partial_download_is_caught_and_deleted() {
+    let s = setup();
+    let dir = s.cache().join("stable/4081.2.0/amd64");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut stale = fixture().image[..MIB as usize].to_vec();
+    stale[100] ^= 0xff;
+    std::fs::write(dir.join(format!("{IMG}.part")), &stale).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"]))
+        .fails(1, &["SHA-512 mismatch", "BAD signature"]);
+    assert_nothing_trusted(s.cache());
+    assert_no_partial_download(s.cache());
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).ok();
+}
+
+#[test]
 fn server_errors_are_retried_and_not_found_is_not() {
     let s = setup();
     let path = image_url_path("4081.2.0");
@@ -1184,6 +1223,7 @@ fn benchmark_one_gib() {
         .tempdir_in("/tmp")
         .unwrap();
     let home = home.path();
+    let agent = AgentGuard(home);
     gpg(
         home,
         None,
@@ -1244,11 +1284,7 @@ fn benchmark_one_gib() {
             "bench@example.invalid",
         ],
     );
-    let _ = Command::new("gpgconf")
-        .arg("--homedir")
-        .arg(home)
-        .args(["--kill", "gpg-agent"])
-        .status();
+    drop(agent);
 
     let server = FileServer::start(&base.path().join("www"));
     let url = format!("{}{}", server.url(), image_url_path("4081.2.0"));

@@ -23,8 +23,10 @@ const CHECKS: &[&str] = &[
     "update-engine.service is masked and not running",
     "locksmithd.service is masked and not running",
     "the first-boot flag is removed",
+    "no unit failed during boot",
     "containerd runs, socket at /run/containerd/containerd.sock",
     "a second boot does not apply Ignition again",
+    "no unit failed during boot",
     "update-engine.service stays masked after a reboot",
     "locksmithd.service stays masked after a reboot",
 ];

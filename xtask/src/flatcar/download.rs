@@ -228,7 +228,17 @@ impl HttpClient {
                     content_length
                 }
                 416 if have > 0 => {
-                    progress.note("the partial download is longer than the file on the server; starting over");
+                    // `Content-Range: bytes */<size>`: an earlier run got every byte.
+                    let size = response
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().strip_prefix("bytes */"))
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if size == Some(have) {
+                        return Ok(Fetched::Found(have));
+                    }
+                    progress.note("the partial download does not fit the file on the server; starting over");
                     start_over(&mut file, part, observer, &mut have)?;
                     return Err(Failure::Transient("416 Range Not Satisfiable".into()));
                 }

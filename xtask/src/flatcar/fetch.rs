@@ -642,9 +642,14 @@ fn download_verified(
         let mut doomed: Vec<&Path> = vec![&part];
         doomed.extend(signature_files.iter().map(PathBuf::as_path));
         discard(&doomed)?;
+        let advice = if actual_sha512 != expected_sha512 {
+            "Run again to download it afresh; if this persists, the server sends a damaged or forged file."
+        } else {
+            "The bytes match DIGESTS, but not a signature by the trusted key: do not use this \
+             server's image, or (a custom Flatcar build) name its key with --signing-key."
+        };
         bail!(
-            "{artifact_url} ({size} bytes) failed verification and was deleted; nothing was cached:\n  - {}\n\
-             Run again to download it afresh; if this persists, the server sends a damaged or forged file.",
+            "{artifact_url} ({size} bytes) failed verification and was deleted; nothing was cached:\n  - {}\n{advice}",
             failures.join("\n  - ")
         );
     }

@@ -25,5 +25,4 @@ pub(crate) use release::{
 // not name these.
 #[allow(unused_imports)]
 pub(crate) use fetch::{SignatureRecord, FLATCAR_SIGNING_KEY_FINGERPRINT};
-#[allow(unused_imports)]
 pub(crate) use release::{resolve_release, Release, Version, VersionInfo};

@@ -14,23 +14,25 @@ use super::template::{Finding, Template};
 pub(crate) const ENV: &[(&str, &str)] = &[("CHECKPOINT_DISABLE", "1")];
 
 /// The arguments after `packer`: `subcommand`, `options`, a `-var-file=` for each of
-/// the target's var files in order, then one for `generated_var_file` (so the
-/// build's values win), then the template. Paths are relative to images/capi,
-/// which is where Packer runs.
+/// the target's var files in order, then one for each of `later_var_files` (a
+/// site's mirror config, then the build's generated var file, so they win), then
+/// the template. Paths are relative to images/capi, which is where Packer runs.
 pub(crate) fn args(
     subcommand: &str,
     options: &[&str],
     target: &BuildTarget,
-    generated_var_file: &Path,
+    later_var_files: &[&Path],
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![subcommand.into()];
     args.extend(options.iter().map(OsString::from));
     for var_file in target.var_files {
         args.push(format!("-var-file={var_file}").into());
     }
-    let mut generated = OsString::from("-var-file=");
-    generated.push(generated_var_file);
-    args.push(generated);
+    for var_file in later_var_files {
+        let mut arg = OsString::from("-var-file=");
+        arg.push(var_file);
+        args.push(arg);
+    }
     args.push(target.template.into());
     args
 }
@@ -131,14 +133,17 @@ mod tests {
             "validate",
             &["-syntax-only"],
             target,
-            Path::new("/tmp/x/build.json"),
+            &[
+                Path::new("/site/mirror.json"),
+                Path::new("/tmp/x/build.json"),
+            ],
         );
         let args: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         expect_test::expect![[r#"
-            validate -syntax-only -var-file=packer/config/kubernetes.json -var-file=packer/config/cni.json -var-file=packer/config/containerd.json -var-file=packer/config/ansible-args.json -var-file=packer/config/common.json -var-file=packer/qemu/qemu-flatcar.json -var-file=/tmp/x/build.json packer/qemu/packer.json"#]]
+            validate -syntax-only -var-file=packer/config/kubernetes.json -var-file=packer/config/cni.json -var-file=packer/config/containerd.json -var-file=packer/config/ansible-args.json -var-file=packer/config/common.json -var-file=packer/qemu/qemu-flatcar.json -var-file=/site/mirror.json -var-file=/tmp/x/build.json packer/qemu/packer.json"#]]
         .assert_eq(&args.join(" "));
     }
 

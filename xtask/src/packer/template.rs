@@ -28,6 +28,16 @@ impl Finding {
     }
 }
 
+impl std::fmt::Display for Finding {
+    /// `file:line:column: message`, as compilers print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
 /// A JSON file of images/capi, read and parsed.
 #[derive(Debug)]
 pub(crate) struct Document {

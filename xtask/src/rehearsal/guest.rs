@@ -134,6 +134,11 @@ pub(crate) fn guest_files() -> Vec<GuestFile> {
         ),
         file("/etc/fstab", 0o644, include_str!("guest-files/fstab")),
         file(
+            "/etc/systemd/system-preset/00-rehearsal.preset",
+            0o644,
+            include_str!("guest-files/rehearsal.preset"),
+        ),
+        file(
             "/etc/initramfs-tools/modules",
             0o644,
             include_str!("guest-files/initramfs-modules"),
