@@ -21,8 +21,9 @@ pub(crate) use release::{
     Arch, Channel, ReleaseServer, Variant, VersionRequest, DEFAULT_RELEASE_SERVER,
 };
 
-// The rest of the API that `build-flatcar` works with; fetch-image itself does
-// not name these.
+// The rest of the API for `build-flatcar` and later callers; not every item is
+// named by a caller yet.
 #[allow(unused_imports)]
 pub(crate) use fetch::{SignatureRecord, FLATCAR_SIGNING_KEY_FINGERPRINT};
+#[allow(unused_imports)]
 pub(crate) use release::{resolve_release, Release, Version, VersionInfo};
