@@ -9,7 +9,8 @@ use std::process::Output;
 
 use support::{xtask, FileServer};
 
-const VERSION_TXT: &str = "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\nFLATCAR_VERSION=4081.2.0\n\
+const VERSION_TXT: &str =
+    "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\nFLATCAR_VERSION=4081.2.0\n\
 FLATCAR_VERSION_ID=4081.2.0\nFLATCAR_BUILD_ID=\"2024-09-11-0000\"\nFLATCAR_SDK_VERSION=4081.0.0\n";
 
 /// A release tree with version.txt only: enough to resolve, nothing to download.
@@ -42,7 +43,11 @@ fn stderr(out: &Output) -> String {
 }
 
 fn image_requests(server: &FileServer) -> usize {
-    server.requests().iter().filter(|r| !r.path.ends_with("version.txt")).count()
+    server
+        .requests()
+        .iter()
+        .filter(|r| !r.path.ends_with("version.txt"))
+        .count()
 }
 
 #[test]
@@ -52,11 +57,23 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let server = FileServer::start(dir.path());
     let cache = dir.path().join("cache");
     let mirror = dir.path().join("mirror.json");
-    std::fs::write(&mirror, "{\n  \"cni_url\": \"http://mirror.example/cni.tgz\"\n}\n").unwrap();
+    std::fs::write(
+        &mirror,
+        "{\n  \"cni_url\": \"http://mirror.example/cni.tgz\"\n}\n",
+    )
+    .unwrap();
     let out = build(
         &server,
         &cache,
-        &["--dry-run", "--format", "json", "--kubernetes-version", "1.35.1", "--mirror-config", mirror.to_str().unwrap()],
+        &[
+            "--dry-run",
+            "--format",
+            "json",
+            "--kubernetes-version",
+            "1.35.1",
+            "--mirror-config",
+            mirror.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -67,10 +84,21 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(plan["urls"]["cni_url"], "http://mirror.example/cni.tgz");
     assert_eq!(
         plan["urls"]["flatcar_image"],
-        format!("{}/stable/amd64-usr/4081.2.0/flatcar_production_qemu_image.img", server.url())
+        format!(
+            "{}/stable/amd64-usr/4081.2.0/flatcar_production_qemu_image.img",
+            server.url()
+        )
     );
-    let argv: Vec<String> = plan["packer_command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
-    let var_files: Vec<&str> = argv.iter().filter_map(|a| a.strip_prefix("-var-file=")).collect();
+    let argv: Vec<String> = plan["packer_command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let var_files: Vec<&str> = argv
+        .iter()
+        .filter_map(|a| a.strip_prefix("-var-file="))
+        .collect();
     assert_eq!(var_files.len(), 8, "{argv:?}");
     assert_eq!(var_files[0], "packer/config/kubernetes.json");
     assert_eq!(var_files[5], "packer/qemu/qemu-flatcar.json");
@@ -81,7 +109,9 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(plan["generated_var_file"]["kubernetes_version"], "1.35.1");
     assert_eq!(image_requests(&server), 0, "a dry run downloads no image");
     assert!(!cache.exists(), "a dry run writes no cache");
-    assert!(!support::project_root().join("images/capi/output/flatcar-stable-4081.2.0-kube-v1.35.1").exists());
+    assert!(!support::project_root()
+        .join("images/capi/output/flatcar-stable-4081.2.0-kube-v1.35.1")
+        .exists());
 }
 
 #[test]
@@ -108,8 +138,16 @@ fn a_mirror_config_with_an_undeclared_variable_stops_the_build() {
     release_tree(dir.path());
     let server = FileServer::start(dir.path());
     let mirror = dir.path().join("mirror.json");
-    std::fs::write(&mirror, "{\n  \"cni_ulr\": \"http://mirror.example/cni.tgz\"\n}\n").unwrap();
-    let out = build(&server, &dir.path().join("cache"), &["--dry-run", "--mirror-config", mirror.to_str().unwrap()]);
+    std::fs::write(
+        &mirror,
+        "{\n  \"cni_ulr\": \"http://mirror.example/cni.tgz\"\n}\n",
+    )
+    .unwrap();
+    let out = build(
+        &server,
+        &dir.path().join("cache"),
+        &["--dry-run", "--mirror-config", mirror.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("cni_ulr"), "{err}");
@@ -125,7 +163,14 @@ fn a_missing_packer_stops_the_build_before_any_download() {
     // A PATH with every tool but packer.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for tool in ["ansible-playbook", "qemu-system-x86_64", "qemu-img", "ssh-keygen", "gpg", "gpgv"] {
+    for tool in [
+        "ansible-playbook",
+        "qemu-system-x86_64",
+        "qemu-img",
+        "ssh-keygen",
+        "gpg",
+        "gpgv",
+    ] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
             .map(|d| d.join(tool))
             .find(|p| p.exists())
@@ -141,7 +186,11 @@ fn a_missing_packer_stops_the_build_before_any_download() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("packer") && err.contains("install"), "{err}");
-    assert!(server.requests().is_empty(), "nothing may be fetched: {:?}", server.requests().len());
+    assert!(
+        server.requests().is_empty(),
+        "nothing may be fetched: {:?}",
+        server.requests().len()
+    );
 }
 
 #[test]
@@ -151,9 +200,14 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
     let version = "9999.0.0";
     let d = dir.path().join("stable/amd64-usr").join(version);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("version.txt"), VERSION_TXT.replace("4081.2.0", version)).unwrap();
+    std::fs::write(
+        d.join("version.txt"),
+        VERSION_TXT.replace("4081.2.0", version),
+    )
+    .unwrap();
     let server = FileServer::start(dir.path());
-    let output = support::project_root().join("images/capi/output/flatcar-stable-9999.0.0-kube-v1.36.2");
+    let output =
+        support::project_root().join("images/capi/output/flatcar-stable-9999.0.0-kube-v1.36.2");
     std::fs::create_dir_all(&output).unwrap();
     std::fs::write(output.join("keep"), "an earlier build").unwrap();
     let out = build(&server, &dir.path().join("cache"), &["stable", version]);
