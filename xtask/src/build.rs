@@ -20,6 +20,7 @@ use crate::checks::CheckOptions;
 use crate::fetch_image::{FetchImageArgs, Format};
 use crate::flatcar::download::HttpClient;
 use crate::flatcar::{self, cache, Arch, Channel, SignaturePolicy, Version, VersionRequest};
+use crate::install::{self, InstallOptions};
 use crate::packer::layering::{self, Layered};
 use crate::packer::targets::{self, BuildInput, BuildTarget};
 use crate::packer::template::{self, VarFile};
@@ -77,6 +78,11 @@ pub(crate) struct BuildArgs {
     /// Passed to verify-vagrant: destroy the VM when verified.
     #[arg(long)]
     pub(crate) verify_destroy: bool,
+    /// Do not install a missing packer or ansible into .local/ first.
+    #[arg(long)]
+    pub(crate) no_install: bool,
+    #[command(flatten)]
+    pub(crate) install: InstallOptions,
 }
 
 /// Everything decided before anything is changed: what `--dry-run` prints.
@@ -245,6 +251,9 @@ pub(crate) fn run(sh: &Shell, args: &BuildArgs) -> anyhow::Result<()> {
     let build_started = build_record::now_rfc3339();
 
     // Tools first: nothing is downloaded for a build that cannot run.
+    if !args.no_install && !args.dry_run {
+        install::install_missing(sh, Purpose::Build, &args.install, args.fetch.retries)?;
+    }
     let needed: Vec<_> = TOOLS
         .iter()
         .filter(|t| t.purposes.contains(&Purpose::Build))
@@ -503,6 +512,17 @@ fn layer_with_mirror(
         );
     }
     Ok((values, mirror))
+}
+
+/// Every variable of `provider`'s target after layering its var files, rendered:
+/// what a mirror for this build has to stand in for.
+pub(crate) fn rendered_variables(provider: Provider) -> anyhow::Result<BTreeMap<String, String>> {
+    let (values, _) = layer_with_mirror(&workspace::capi_dir(), provider.target(), None)?;
+    let none = BTreeMap::new();
+    Ok(values
+        .keys()
+        .map(|name| (name.clone(), rendered(&values, &none, name)))
+        .collect())
 }
 
 /// Resolves the release without downloading the image (online: its version.txt;

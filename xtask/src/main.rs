@@ -12,6 +12,7 @@ mod deps;
 mod fetch_image;
 mod flatcar;
 mod ignition;
+mod install;
 mod install_hook;
 mod json_text;
 mod libvirt_namespace;
@@ -19,10 +20,12 @@ mod lint;
 mod packer;
 mod pre_commit;
 mod rehearsal;
+mod rehearse;
 mod rehearse_guest;
 mod source_tree;
 mod streaming;
 mod table;
+mod toolchain;
 mod tools;
 mod vagrant;
 mod validate;
@@ -47,11 +50,12 @@ const EXAMPLES: &str = "\
 Examples:
   cargo xtask build-flatcar            build the current stable release into images/capi/output, then verify its box
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
-  cargo xtask deps --for validate      which tools are missing for `validate`, and how to install them
+  cargo xtask deps --install           install Packer and Ansible into .local/; name the system packages still missing
   cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
   cargo xtask install-hook             run the checks on staged files before every commit
   cargo xtask lint --fix               shellcheck, yamllint, ansible-lint, rustfmt, clippy; rewrite JSON canonically
   cargo xtask pre-commit               the checks that concern the staged files, on the staged content
+  cargo xtask rehearse                 build and verify a box end to end against a loopback mirror (root)
   cargo xtask rehearse-guest           build or reuse the Flatcar-shaped test guest, boot it, time boot-to-SSH
   cargo xtask validate                 check images/capi: JSON, var-file layering, packer, ansible, Ignition
   cargo xtask verify-vagrant           boot the newest build's box and run kubeadm init in it
@@ -68,9 +72,12 @@ enum Command {
     ///
     /// Example: `cargo xtask build-flatcar stable 4081.2.0 --dry-run`
     BuildFlatcar(build::BuildArgs),
-    /// Report every external tool the project uses: path, version, minimum, install hint.
+    /// Report every external tool the project uses, or install the missing ones into .local/.
     ///
-    /// Example: `cargo xtask deps --for validate`
+    /// For each tool: where it was found (the project-local toolchain under .local/ comes
+    /// before PATH), its version, the minimum, and how to install it.
+    ///
+    /// Example: `cargo xtask deps --install --for validate`
     Deps(deps::DepsArgs),
     /// Download a Flatcar QEMU image, verify its signature and SHA-512, and cache it.
     ///
@@ -100,6 +107,10 @@ enum Command {
     ///
     /// Example: `cargo xtask pre-commit`
     PreCommit(pre_commit::PreCommitArgs),
+    /// Rehearse the whole build and verify pipeline on a Flatcar-shaped guest served from loopback.
+    ///
+    /// Example: `cargo xtask rehearse --fault tampered-image`
+    Rehearse(rehearse::RehearseArgs),
     /// Build or reuse the Flatcar-shaped rehearsal guest and report boot-to-SSH time.
     ///
     /// The guest (Debian packages made to behave like Flatcar where the build depends on
@@ -140,6 +151,8 @@ impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything runs, while the xtask is single-threaded.
+    toolchain::put_first_on_path();
     let result = workspace::shell().and_then(|sh| match &cli.command {
         Command::Boxes(args) => boxes::run(&sh, args),
         Command::BuildFlatcar(args) => build::run(&sh, args),
@@ -148,6 +161,7 @@ fn main() -> ExitCode {
         Command::InstallHook(args) => install_hook::run(&sh, args),
         Command::Lint(args) => lint::run(&sh, args),
         Command::PreCommit(args) => pre_commit::run(&sh, args),
+        Command::Rehearse(args) => rehearse::run(&sh, args),
         Command::RehearseGuest(args) => rehearse_guest::run(&sh, args),
         Command::Validate(args) => validate::run(&sh, args),
         Command::VerifyVagrant(args) => verify_vagrant::run(&sh, args),

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
+use crate::toolchain::{self, Component};
+
 /// What the user is about to do; each purpose needs its own set of tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +45,7 @@ impl Serialize for Version {
 }
 
 /// The package that provides a tool, per package manager (`None`: not packaged there).
+/// Several packages are separated by spaces.
 pub(crate) struct Packages {
     apt: Option<&'static str>,
     dnf: Option<&'static str>,
@@ -52,7 +55,7 @@ pub(crate) struct Packages {
 
 /// One external tool and what the project requires of it.
 pub(crate) struct Tool {
-    /// The executable's name, looked up on PATH.
+    /// The executable's name, looked up in the project-local toolchain, then on PATH.
     pub(crate) program: &'static str,
     /// The arguments that make it print its version; `None`: it has no such flag.
     version_args: Option<&'static [&'static str]>,
@@ -244,6 +247,35 @@ pub(crate) const TOOLS: &[Tool] = &[
             brew: Some("libvirt"),
         },
     },
+    // What `deps --install` itself needs, and nothing else does: listed so that
+    // `deps` shows them, optional so that their absence fails no other command.
+    Tool {
+        program: "python3",
+        version_args: Some(&["--version"]),
+        // ansible-core 2.18, the pinned series, needs Python >= 3.11 on the controller.
+        minimum: v(3, 11, 0),
+        optional: true,
+        purposes: &[],
+        packages: Packages {
+            apt: Some("python3 python3-venv"),
+            dnf: Some("python3"),
+            pacman: Some("python"),
+            brew: Some("python"),
+        },
+    },
+    Tool {
+        program: "unzip",
+        version_args: Some(&["-v"]),
+        minimum: None,
+        optional: true,
+        purposes: &[],
+        packages: Packages {
+            apt: Some("unzip"),
+            dnf: Some("unzip"),
+            pacman: Some("unzip"),
+            brew: Some("unzip"),
+        },
+    },
 ];
 
 /// The tool named `program` in [`TOOLS`].
@@ -295,38 +327,81 @@ fn package_manager_from_os_release(os_release: &str) -> Option<PackageManager> {
     })
 }
 
+impl PackageManager {
+    /// The command that installs `packages` (space-separated names).
+    pub(crate) fn install_command(self, packages: &str) -> String {
+        match self {
+            PackageManager::Apt => format!("sudo apt-get install {packages}"),
+            PackageManager::Dnf => format!("sudo dnf install {packages}"),
+            PackageManager::Pacman => format!("sudo pacman -S {packages}"),
+            PackageManager::Brew => format!("brew install {packages}"),
+        }
+    }
+}
+
 impl Tool {
+    /// The package(s) that provide this tool with `manager`.
+    pub(crate) fn package(&self, manager: PackageManager) -> Option<&'static str> {
+        match manager {
+            PackageManager::Apt => self.packages.apt,
+            PackageManager::Dnf => self.packages.dnf,
+            PackageManager::Pacman => self.packages.pacman,
+            PackageManager::Brew => self.packages.brew,
+        }
+    }
+
     /// The one command that installs this tool with `manager`.
     pub(crate) fn install_hint(&self, manager: Option<PackageManager>) -> String {
-        let package = match manager {
-            Some(PackageManager::Apt) => self.packages.apt,
-            Some(PackageManager::Dnf) => self.packages.dnf,
-            Some(PackageManager::Pacman) => self.packages.pacman,
-            Some(PackageManager::Brew) => self.packages.brew,
-            None => None,
-        };
-        match (manager, package) {
-            (Some(PackageManager::Apt), Some(p)) => format!("sudo apt-get install {p}"),
-            (Some(PackageManager::Dnf), Some(p)) => format!("sudo dnf install {p}"),
-            (Some(PackageManager::Pacman), Some(p)) => format!("sudo pacman -S {p}"),
-            (Some(PackageManager::Brew), Some(p)) => format!("brew install {p}"),
-            _ => format!(
+        match manager.and_then(|m| Some((m, self.package(m)?))) {
+            Some((manager, package)) => manager.install_command(package),
+            None => format!(
                 "install {} with your system's package manager and put it on PATH",
                 self.program
             ),
         }
     }
+
+    /// The part of the project-local toolchain that provides this tool, if any:
+    /// `deps --install` installs it; everything else comes from the package manager.
+    pub(crate) fn component(&self) -> Option<Component> {
+        Component::ALL
+            .into_iter()
+            .find(|c| c.programs().contains(&self.program))
+    }
 }
 
-/// The first `program` on PATH.
+/// One command line that installs every tool of `tools` with `manager`, each
+/// package once, in the order given; `None` when none of them is packaged there.
+pub(crate) fn package_command(manager: PackageManager, tools: &[&Tool]) -> Option<String> {
+    let mut packages: Vec<&str> = Vec::new();
+    for package in tools
+        .iter()
+        .filter_map(|t| t.package(manager))
+        .flat_map(str::split_whitespace)
+    {
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    (!packages.is_empty()).then(|| manager.install_command(&packages.join(" ")))
+}
+
+/// Where `program` is: the project-local toolchain first (only a finished install
+/// counts), then PATH.
 pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
+    toolchain::local_program(program).or_else(|| find_on_path(program))
+}
+
+/// The first `program` on PATH, skipping the project-local toolchain.
+pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
+        .filter(|dir| !toolchain::is_project_local(dir))
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -458,7 +533,7 @@ pub(crate) fn probe(sh: &Shell, tool: &'static Tool, manager: Option<PackageMana
         };
     }
     if probe.status == Status::Ok {
-        if let Some(missing) = missing_parts(sh, tool, &path, probe.version) {
+        if let Some(missing) = missing_parts(sh, tool, &path, probe.version, manager) {
             probe.status = Status::Unusable(missing.0);
             probe.hint = Some(missing.1);
             return probe;
@@ -471,13 +546,15 @@ pub(crate) fn probe(sh: &Shell, tool: &'static Tool, manager: Option<PackageMana
 }
 
 /// Packer >= 1.7 runs JSON templates only with its plugins installed, and a JSON
-/// template cannot declare them; vagrant needs the libvirt provider plugin.
-/// Returns what is missing and how to install it.
+/// template cannot declare them; vagrant needs the libvirt provider plugin; python3
+/// needs its venv module for `deps --install`. Returns what is missing and how to
+/// install it.
 fn missing_parts(
     sh: &Shell,
     tool: &Tool,
     path: &Path,
     version: Option<Version>,
+    manager: Option<PackageManager>,
 ) -> Option<(String, String)> {
     match tool.program {
         "packer" if version >= v(1, 7, 0) => {
@@ -487,6 +564,21 @@ fn missing_parts(
                 .read()
                 .unwrap_or_default();
             missing_packer_plugins(&listed)
+        }
+        "python3" => {
+            // Debian splits venv's pip bootstrap (ensurepip) into python3-venv.
+            let works = cmd!(sh, "{path} -c 'import venv, ensurepip'")
+                .ignore_stdout()
+                .ignore_stderr()
+                .quiet()
+                .run()
+                .is_ok();
+            (!works).then(|| {
+                (
+                    "its venv module (with ensurepip) is missing".to_owned(),
+                    tool.install_hint(manager),
+                )
+            })
         }
         "vagrant" => {
             let listed = cmd!(sh, "{path} plugin list")
@@ -505,7 +597,8 @@ fn missing_parts(
     }
 }
 
-const PACKER_PLUGINS: [&str; 3] = [
+/// The plugins the JSON templates use, which Packer >= 1.7 no longer has built in.
+pub(crate) const PACKER_PLUGINS: [&str; 3] = [
     "github.com/hashicorp/qemu",
     "github.com/hashicorp/ansible",
     "github.com/hashicorp/vagrant",

@@ -15,12 +15,14 @@ use sha2::{Digest, Sha512};
 use xshell::{Shell, TempDir};
 
 use crate::checks::{self, capture, relative_output, Check, CheckOptions, Outcome, Problem};
+use crate::install::{self, InstallOptions};
 use crate::json_text::{self, Position};
 use crate::packer::command;
 use crate::packer::layering;
 use crate::packer::targets::{self, BuildInput, BuildTarget, TARGETS};
 use crate::packer::template::{self, AnsibleProvisioner, Finding, Template};
 use crate::source_tree::{Scope, SourceTree, CAPI};
+use crate::tools::Purpose;
 use crate::{build_key, Exit};
 
 #[derive(clap::Args, Debug)]
@@ -31,14 +33,22 @@ pub(crate) struct ValidateArgs {
     target: Option<String>,
     #[command(flatten)]
     options: CheckOptions,
+    /// Do not install a missing packer or ansible into .local/ first; their checks are reported as not run.
+    #[arg(long)]
+    no_install: bool,
+    #[command(flatten)]
+    install: InstallOptions,
 }
 
 impl ValidateArgs {
-    /// `validate --target <name>` with `options`: what `build-flatcar` runs first.
+    /// `validate --target <name>` with `options`: what `build-flatcar` runs first,
+    /// after its own install step.
     pub(crate) fn for_target(name: &str, options: CheckOptions) -> ValidateArgs {
         ValidateArgs {
             target: Some(name.to_owned()),
             options,
+            no_install: true,
+            install: InstallOptions::default(),
         }
     }
 }
@@ -53,6 +63,14 @@ pub(crate) fn run(sh: &Shell, args: &ValidateArgs) -> anyhow::Result<()> {
             root.display()
         );
         return Err(Exit(2).into());
+    }
+    if !args.no_install {
+        install::install_missing(
+            sh,
+            Purpose::Validate,
+            &args.install,
+            install::DEFAULT_RETRIES,
+        )?;
     }
     let targets: Vec<&'static BuildTarget> = match &args.target {
         Some(name) => vec![targets::target(name).expect("clap checked the name")],

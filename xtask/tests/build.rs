@@ -177,10 +177,18 @@ fn a_missing_packer_stops_the_build_before_any_download() {
             .unwrap_or_else(|| panic!("{tool} is needed for this test"));
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
+    // --no-install: the build would otherwise install packer into .local/ first.
     let out = xtask()
-        .args(["build-flatcar", "--accelerator", "tcg", "--release-server"])
+        .args([
+            "build-flatcar",
+            "--no-install",
+            "--accelerator",
+            "tcg",
+            "--release-server",
+        ])
         .arg(format!("{}/{{channel}}", server.url()))
         .env("PATH", &bin)
+        .env("FLATCAR_TOOLCHAIN_DIR", dir.path().join("toolchain"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

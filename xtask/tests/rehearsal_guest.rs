@@ -214,7 +214,13 @@ fn ansible_runs_on_the_guest(report: &Value, work: &Path) {
             .spawn()
             .unwrap(),
     );
-    while !ssh(ssh_port, &key).arg("true").status().unwrap().success() {
+    while !ssh(ssh_port, &key)
+        .arg("true")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(180),
             "no SSH within 180 s; console:\n{}",

@@ -45,6 +45,9 @@ const PACKAGES: &[&str] = &[
     "procps",
     // The first-boot Ignition stand-in reads its config with jq (Flatcar ships jq).
     "jq",
+    // CA certificates where OpenSSL looks (Flatcar ships them): PyPy's ssl module,
+    // which Ansible's get_url sets up even for http URLs, fails without them.
+    "ca-certificates",
     // Flatcar ships containerd; the build configures it and checks its socket.
     "containerd",
 ];

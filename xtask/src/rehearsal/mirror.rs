@@ -552,6 +552,8 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<
 /// primary key and a signing subkey that makes the signatures. It lives in a
 /// throwaway GnuPG home whose agent is stopped and which is removed when dropped.
 struct Signer {
+    /// Removed when dropped, after the agent is stopped (fields drop after `drop`).
+    home_dir: tempfile::TempDir,
     home: PathBuf,
     /// The primary key's fingerprint.
     fingerprint: String,
@@ -561,21 +563,15 @@ struct Signer {
 
 impl Signer {
     fn new(sh: &Shell) -> anyhow::Result<Signer> {
-        // Short and outside the workspace: gpg-agent's socket path must stay short.
-        let home = std::env::temp_dir().join(format!("xtask-mirror-gnupg-{}", std::process::id()));
-        if home.exists() {
-            std::fs::remove_dir_all(&home)
-                .with_context(|| format!("removing {}", home.display()))?;
-        }
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&home)
-                .with_context(|| format!("creating {}", home.display()))?;
-        }
+        // In the system's temp dir, not the workspace: gpg-agent's socket path must
+        // stay short. TempDir makes it mode 0700, as gpg wants.
+        let home_dir = tempfile::Builder::new()
+            .prefix("xtask-mirror-gnupg-")
+            .tempdir()
+            .context("creating a GnuPG home for the mirror's signing key")?;
         let mut signer = Signer {
-            home,
+            home: home_dir.path().to_path_buf(),
+            home_dir,
             fingerprint: String::new(),
             subkey: String::new(),
         };
@@ -674,12 +670,17 @@ impl Signer {
 impl Drop for Signer {
     fn drop(&mut self) {
         // gpg started an agent for this home; stop it before the home goes.
-        let _ = duct::cmd!("gpgconf", "--homedir", &self.home, "--kill", "all")
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run();
-        let _ = std::fs::remove_dir_all(&self.home);
+        let _ = duct::cmd!(
+            "gpgconf",
+            "--homedir",
+            self.home_dir.path(),
+            "--kill",
+            "all"
+        )
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run();
     }
 }
 
@@ -975,12 +976,18 @@ mod tests {
             .unwrap()
             .ends_with(&python_sha));
         drop(mirror);
+        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("xtask-mirror-gnupg-")
+            })
+            .collect();
         assert!(
-            !Path::new(
-                &std::env::temp_dir().join(format!("xtask-mirror-gnupg-{}", std::process::id()))
-            )
-            .exists(),
-            "the signing key's GnuPG home is gone"
+            leftovers.is_empty(),
+            "GnuPG homes left behind: {leftovers:?}"
         );
     }
 }

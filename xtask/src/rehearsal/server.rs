@@ -78,6 +78,12 @@ impl FileServer {
         format!("http://{}", self.address)
     }
 
+    /// `http://10.0.2.2:<port>`, the base URL as a QEMU guest on user-mode
+    /// networking sees it (QEMU's address for the host's loopback).
+    pub(crate) fn url_for_guest(&self) -> String {
+        format!("http://10.0.2.2:{}", self.address.port())
+    }
+
     /// Every request answered so far, in order.
     pub(crate) fn requests(&self) -> Vec<Served> {
         self.log.lock().expect("the request log lock").clone()
@@ -336,5 +342,55 @@ mod tests {
                 range: Some("bytes=1-2".to_owned())
             }
         );
+    }
+
+    fn get(server: &FileServer, request: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// The I/O half over a real loopback socket.
+    #[test]
+    fn serves_files_and_ranges_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/file.txt"), "0123456789").unwrap();
+        let server = FileServer::start(dir.path()).unwrap();
+        assert!(server.url().starts_with("http://127.0.0.1:"));
+
+        let whole = get(&server, "GET /sub/file.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(whole.starts_with("HTTP/1.1 200 OK\r\n"), "{whole}");
+        assert!(whole.contains("Content-Length: 10\r\n") && whole.ends_with("\r\n\r\n0123456789"));
+        let part = get(
+            &server,
+            "GET /sub/file.txt HTTP/1.1\r\nRange: bytes=7-\r\n\r\n",
+        );
+        assert!(
+            part.starts_with("HTTP/1.1 206 Partial Content\r\n"),
+            "{part}"
+        );
+        assert!(part.contains("Content-Range: bytes 7-9/10\r\n") && part.ends_with("\r\n\r\n789"));
+        let head = get(&server, "HEAD /sub/file.txt HTTP/1.1\r\n\r\n");
+        assert!(head.contains("Content-Length: 10\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(get(&server, "GET /sub HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(get(&server, "GET /../etc/passwd HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(get(&server, "PUT /x HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        let unsatisfiable = get(
+            &server,
+            "GET /sub/file.txt HTTP/1.1\r\nRange: bytes=10-\r\n\r\n",
+        );
+        assert!(unsatisfiable.starts_with("HTTP/1.1 416"), "{unsatisfiable}");
+
+        // The log is written just after each response: wait for the last one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.requests().len() < 7 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 200, 206, 400, 404, 405, 416]);
     }
 }

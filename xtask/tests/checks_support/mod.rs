@@ -68,12 +68,15 @@ pub fn position_of(root: &Path, file: &str, needle: &str) -> (usize, usize) {
     panic!("{needle:?} is not in {file}");
 }
 
-/// Runs `cargo xtask <args> --root <root>`, with `path` as PATH when given.
+/// Runs `cargo xtask <args> --root <root>`, with `path` as PATH when given (and then
+/// no project-local toolchain either, so that a tool left out of `path` is missing).
 pub fn xtask_in(root: &Path, args: &[&str], path: Option<&Path>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command.args(args).arg("--root").arg(root);
     if let Some(path) = path {
-        command.env("PATH", path);
+        command
+            .env("PATH", path)
+            .env("FLATCAR_TOOLCHAIN_DIR", root.join(".no-toolchain"));
     }
     command.output().unwrap()
 }
