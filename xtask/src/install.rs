@@ -195,6 +195,18 @@ pub(crate) struct Wanted<'a> {
     pub(crate) ansible_core_series: &'a str,
 }
 
+impl Wanted<'_> {
+    /// Whether the installed component of `record` is the version asked for.
+    fn accepts(&self, record: &Record) -> bool {
+        match record.component {
+            Component::Packer => record.version == self.packer_version,
+            Component::PythonVenv => record
+                .version
+                .starts_with(&format!("{}.", self.ansible_core_series)),
+        }
+    }
+}
+
 /// Decides what to install, given the tools wanted, how they probed (wanted tools
 /// and every component's prerequisites), the toolchain directory and the records
 /// of what is installed there. A usable tool from PATH is kept; a project-local one
@@ -219,12 +231,9 @@ pub(crate) fn plan(
                     .as_ref()
                     .is_some_and(|p| p.starts_with(toolchain_dir));
                 let outdated = local
-                    && records.get(&component).is_some_and(|r| match component {
-                        Component::Packer => r.version != versions.packer_version,
-                        Component::PythonVenv => !r
-                            .version
-                            .starts_with(&format!("{}.", versions.ansible_core_series)),
-                    });
+                    && records
+                        .get(&component)
+                        .is_some_and(|r| !versions.accepts(r));
                 if !probe.usable() || outdated {
                     components.insert(component);
                 }
@@ -305,16 +314,7 @@ pub(crate) fn run(
         .iter()
         .filter(|t| purpose.is_none_or(|p| t.purposes.contains(&p)))
         .collect();
-    let mut to_probe = wanted.clone();
-    for component in Component::ALL {
-        for program in component.prerequisites() {
-            let tool = tools::tool(program);
-            if !to_probe.iter().any(|t| t.program == tool.program) {
-                to_probe.push(tool);
-            }
-        }
-    }
-    let probes: BTreeMap<&str, Probe> = tools::probe_all(sh, &to_probe)
+    let mut probes: BTreeMap<&str, Probe> = tools::probe_all(sh, &wanted)
         .into_iter()
         .map(|p| (p.tool, p))
         .collect();
@@ -323,16 +323,26 @@ pub(crate) fn run(
         .into_iter()
         .filter_map(|c| Some((c, c.record(&root)?)))
         .collect();
-    let plan = plan(
-        &wanted,
-        &probes,
-        &root,
-        &records,
-        &Wanted {
-            packer_version: &options.packer_version,
-            ansible_core_series: ANSIBLE_CORE_SERIES,
-        },
-    );
+    let versions = Wanted {
+        packer_version: &options.packer_version,
+        ansible_core_series: ANSIBLE_CORE_SERIES,
+    };
+    let mut plan = plan(&wanted, &probes, &root, &records, &versions);
+    if !plan.install.is_empty() || !plan.blocked.is_empty() {
+        // Something is to be installed: now its prerequisites matter.
+        let prerequisites: Vec<&'static Tool> = Component::ALL
+            .iter()
+            .flat_map(|c| c.prerequisites())
+            .filter(|p| !probes.contains_key(*p))
+            .map(|p| tools::tool(p))
+            .collect();
+        probes.extend(
+            tools::probe_all(sh, &prerequisites)
+                .into_iter()
+                .map(|p| (p.tool, p)),
+        );
+        plan = self::plan(&wanted, &probes, &root, &records, &versions);
+    }
     let mut outcome = Outcome {
         installed: Vec::new(),
         blocked: plan.blocked.clone(),
@@ -386,6 +396,32 @@ pub(crate) fn install_missing(
     options: &InstallOptions,
     retries: u32,
 ) -> anyhow::Result<()> {
+    // The common case costs no probe (a cached `validate` takes milliseconds): every
+    // installable tool is found, and a project-local one is the version asked for.
+    // A tool that is found but too old is left to the caller's report.
+    let root = toolchain::dir();
+    let versions = Wanted {
+        packer_version: &options.packer_version,
+        ansible_core_series: ANSIBLE_CORE_SERIES,
+    };
+    let all_found = TOOLS
+        .iter()
+        .filter(|t| t.purposes.contains(&purpose))
+        .filter_map(|t| Some((t, t.component()?)))
+        .all(
+            |(tool, component)| match tools::find_program(tool.program) {
+                None => false,
+                Some(path) => {
+                    !path.starts_with(&root)
+                        || component
+                            .record(&root)
+                            .is_some_and(|r| versions.accepts(&r))
+                }
+            },
+        );
+    if all_found {
+        return Ok(());
+    }
     let outcome = run(sh, Some(purpose), options, retries)
         .context("setting up the project-local tools failed (--no-install skips this step)")?;
     let manager = tools::detect_package_manager();
