@@ -3,6 +3,7 @@
 //! one module per subcommand, which compose the library modules.
 
 mod accelerator;
+mod bench;
 mod boxes;
 mod build;
 mod build_key;
@@ -49,6 +50,7 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   cargo xtask build-flatcar            build the current stable release into images/capi/output, then verify its box
+  cargo xtask bench                    every speed figure, measured side by side with its baseline
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
   cargo xtask deps --install           install Packer and Ansible into .local/; name the system packages still missing
   cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
@@ -64,6 +66,10 @@ Run `cargo xtask <COMMAND> --help` for a command's options.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Measure every speed figure the project promises, side by side with its baseline.
+    ///
+    /// Example: `cargo xtask bench validate-parallel startup`
+    Bench(bench::BenchArgs),
     /// List the Flatcar boxes this tool made, or remove them with --cleanup.
     ///
     /// Example: `cargo xtask boxes --cleanup stable 4081.2.0`
@@ -154,6 +160,7 @@ fn main() -> ExitCode {
     // Before anything runs, while the xtask is single-threaded.
     toolchain::put_first_on_path();
     let result = workspace::shell().and_then(|sh| match &cli.command {
+        Command::Bench(args) => bench::run(&sh, args),
         Command::Boxes(args) => boxes::run(&sh, args),
         Command::BuildFlatcar(args) => build::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),

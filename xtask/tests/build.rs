@@ -205,7 +205,7 @@ fn a_missing_packer_stops_the_build_before_any_download() {
 fn an_existing_output_directory_is_not_replaced_without_force() {
     let dir = tempfile::tempdir().unwrap();
     // A version no real build uses, so the repository's own outputs are never touched.
-    let version = "9999.0.0";
+    let version = "9990.0.0";
     let d = dir.path().join("stable/amd64-usr").join(version);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(
@@ -215,7 +215,7 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
     .unwrap();
     let server = FileServer::start(dir.path());
     let output =
-        support::project_root().join("images/capi/output/flatcar-stable-9999.0.0-kube-v1.36.2");
+        support::project_root().join("images/capi/output/flatcar-stable-9990.0.0-kube-v1.36.2");
     std::fs::create_dir_all(&output).unwrap();
     std::fs::write(output.join("keep"), "an earlier build").unwrap();
     let out = build(&server, &dir.path().join("cache"), &["stable", version]);

@@ -1,0 +1,263 @@
+//! `cargo xtask rehearse`: the real build-flatcar and verify-vagrant pipeline on the
+//! Flatcar-shaped guest, and the faults it must survive: a tampered image, a failing
+//! Ansible task, Ctrl-C during provisioning. Each boots VMs under TCG and needs root,
+//! so they run with `--include-ignored` (CI runs them); they share the rehearsal's
+//! directories, so they run one at a time.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::Mutex;
+
+use support::{project_root, xtask};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const BUILD_NAME: &str = "flatcar-stable-9999.0.0-kube-v1.36.2";
+
+fn output_dir() -> PathBuf {
+    project_root().join("images/capi/output").join(BUILD_NAME)
+}
+
+fn work_dir() -> PathBuf {
+    project_root()
+        .join("images/capi/output/.work")
+        .join(BUILD_NAME)
+}
+
+fn run_dir() -> PathBuf {
+    project_root().join("target/rehearsal/run")
+}
+
+/// qemu processes started for the rehearsal (by packer or libvirt) that are still alive.
+fn rehearsal_qemus() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with("qemu-system") || cmdline.contains("/qemu-system") {
+            if cmdline.contains(BUILD_NAME) || cmdline.contains("target/rehearsal") {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+fn rehearse(args: &[&str]) -> Output {
+    xtask().arg("rehearse").args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_no_half_output() {
+    assert!(
+        !output_dir().exists(),
+        "{} was left behind",
+        output_dir().display()
+    );
+    assert!(
+        !work_dir().exists(),
+        "{} was left behind (it holds the build key)",
+        work_dir().display()
+    );
+    assert_eq!(
+        rehearsal_qemus(),
+        Vec::<String>::new(),
+        "qemu was left running"
+    );
+}
+
+#[test]
+#[ignore = "builds and boots VMs under TCG as root (minutes); CI runs it"]
+fn the_whole_pipeline_builds_and_verifies_a_box() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = rehearse(&["--keep-output"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "rehearse failed:\n{table}\n{}",
+        support_tail(&err)
+    );
+    for step in [
+        "guest image",
+        "loopback mirror",
+        "build-flatcar",
+        "verify-vagrant",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(step)
+                && (l.contains("pass")
+                    || l.contains("reused")
+                    || l.contains("built")
+                    || l.contains("files"))),
+            "{step}:\n{table}"
+        );
+    }
+    assert!(table.contains("not run in rehearsal"), "{table}");
+    // What the build produced: image, manifest, box, log and a record with digests.
+    let output = output_dir();
+    for file in [
+        format!("{BUILD_NAME}.qcow2"),
+        format!("{BUILD_NAME}.box"),
+        "packer-manifest.json".into(),
+        "packer.log".into(),
+    ] {
+        assert!(
+            output.join(&file).is_file(),
+            "{file} missing in {}",
+            output.display()
+        );
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("build.json")).unwrap()).unwrap();
+    assert_eq!(record["version"], "9999.0.0");
+    assert_eq!(record["accelerator"], "tcg");
+    assert_eq!(record["base_image"]["sha512"].as_str().unwrap().len(), 128);
+    assert!(record["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["file"] == format!("{BUILD_NAME}.box")));
+    // The verify steps that really ran, each passed.
+    for step in [
+        "log in over SSH as core",
+        "node binaries are in /opt/bin",
+        "crictl talks to containerd's socket",
+        "sysprep removed the build key",
+        "/etc/kubeadm.yml is kept",
+    ] {
+        assert!(
+            err.contains(&format!("verify: {step}: pass")),
+            "{step} did not pass:\n{}",
+            support_tail(&err)
+        );
+    }
+    assert!(
+        err.contains("verify: kubeadm init: not run"),
+        "{}",
+        support_tail(&err)
+    );
+    std::fs::remove_dir_all(&output).unwrap();
+    assert_eq!(rehearsal_qemus(), Vec::<String>::new());
+    let bridges = std::process::Command::new("ip")
+        .args(["-br", "link", "show", "type", "bridge"])
+        .output()
+        .unwrap();
+    assert!(
+        bridges.stdout.is_empty(),
+        "a bridge was left on the host: {}",
+        String::from_utf8_lossy(&bridges.stdout)
+    );
+}
+
+#[test]
+#[ignore = "needs the rehearsal guest (root, minutes); CI runs it"]
+fn a_tampered_image_stops_the_build_before_anything_boots() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = rehearse(&["--fault", "tampered-image", "--no-verify"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support_tail(&err));
+    assert!(
+        err.contains("fault injected: flipped one byte"),
+        "{}",
+        support_tail(&err)
+    );
+    assert!(
+        err.contains("SHA-512") || err.contains("signature"),
+        "{}",
+        support_tail(&err)
+    );
+    assert!(
+        !err.contains("packer | "),
+        "packer must not have started:\n{}",
+        support_tail(&err)
+    );
+    let cache = run_dir().join("cache");
+    let trusted: Vec<PathBuf> = walkdir::WalkDir::new(&cache)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.to_string_lossy().ends_with(".img") || p.to_string_lossy().ends_with(".verified.json")
+        })
+        .collect();
+    assert!(trusted.is_empty(), "the cache holds {trusted:?}");
+    assert_no_half_output();
+}
+
+#[test]
+#[ignore = "builds a VM under TCG as root (minutes); CI runs it"]
+fn a_failing_ansible_task_is_named_and_leaves_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = rehearse(&["--fault", "corrupt-download", "--no-verify"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support_tail(&err));
+    let summary = err
+        .split("packer build failed:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure summary:\n{}", support_tail(&err)));
+    assert!(
+        summary.contains("TASK [kubernetes : "),
+        "the failed task is not named:\n{summary}"
+    );
+    assert!(
+        summary.to_lowercase().contains("checksum"),
+        "the task's output is not shown:\n{summary}"
+    );
+    assert_no_half_output();
+}
+
+#[test]
+#[ignore = "builds a VM under TCG as root (minutes); CI runs it"]
+fn ctrl_c_during_provisioning_stops_packer_and_its_vm() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = xtask()
+        .args(["rehearse", "--no-verify"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let reader = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = reader.lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("TASK [setup : ") {
+            // SAFETY: sending SIGINT to the child this test started.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            break;
+        }
+    }
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "rehearse succeeded after SIGINT:\n{}",
+        support_tail(&seen)
+    );
+    assert!(
+        seen.contains("TASK [setup : "),
+        "provisioning never started:\n{}",
+        support_tail(&seen)
+    );
+    assert_no_half_output();
+}
+
+fn support_tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
