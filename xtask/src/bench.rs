@@ -160,7 +160,7 @@ pub(crate) fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             "Machine: {} cores, {} GiB memory; {}",
             cores(),
             memory_gib(),
-            crate::build_record::now_rfc3339()
+            crate::build_record::now_utc()
         );
     }
     Ok(())
@@ -438,7 +438,7 @@ fn fetch_verify(sh: &Shell) -> anyhow::Result<Vec<Row>> {
     let _ = cmd!(sh, "gpgconf --homedir {home_path} --kill gpg-agent")
         .quiet()
         .run();
-    let sha512 = crate::build_record::sha512_file(&image)?;
+    let sha512 = crate::flatcar::cache::sha512_file(&image)?;
     std::fs::write(
         release.join(format!("{image_name}.DIGESTS")),
         format!("# SHA512 HASH\n{sha512}  {image_name}\n"),

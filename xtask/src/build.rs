@@ -248,7 +248,7 @@ fn render_plan(plan: &Plan) -> String {
 pub(crate) fn run(sh: &Shell, args: &BuildArgs) -> anyhow::Result<()> {
     let capi = workspace::capi_dir();
     let target = args.provider.target();
-    let build_started = build_record::now_rfc3339();
+    let build_started = build_record::now_utc();
 
     // Tools first: nothing is downloaded for a build that cannot run.
     if !args.no_install && !args.dry_run {
@@ -443,7 +443,7 @@ pub(crate) fn run(sh: &Shell, args: &BuildArgs) -> anyhow::Result<()> {
             .filter_map(|p| Some((p.tool.to_owned(), p.version?.to_string())))
             .collect(),
         started: build_started,
-        finished: build_record::now_rfc3339(),
+        finished: build_record::now_utc(),
     };
     std::fs::write(staging.join(build_record::FILE_NAME), record.to_json()).with_context(|| {
         format!(
@@ -743,7 +743,7 @@ fn digests_of(dir: &Path) -> anyhow::Result<Vec<Artifact>> {
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned(),
-                sha512: build_record::sha512_file(path)?,
+                sha512: crate::flatcar::cache::sha512_file(path)?,
             })
         })
         .collect()

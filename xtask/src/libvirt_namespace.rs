@@ -132,7 +132,12 @@ impl LibvirtNamespace {
             program.as_ref().to_owned(),
         ];
         argv.extend(args.iter().map(|a| a.as_ref().to_owned()));
-        (PathBuf::from("nsenter"), argv)
+        // duct resolves a bare relative path against the working directory: name the real file.
+        (
+            crate::tools::find_program("nsenter")
+                .unwrap_or_else(|| PathBuf::from("/usr/bin/nsenter")),
+            argv,
+        )
     }
 
     fn output<S: AsRef<OsStr>>(

@@ -106,7 +106,12 @@ pub(crate) fn run(
             Ok(0) => break,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\n', '\r']);
+                // Progress bars redraw with carriage returns: keep the final state.
+                let text = text
+                    .trim_end_matches(['\n', '\r'])
+                    .rsplit('\r')
+                    .next()
+                    .unwrap_or("");
                 if let Some(prefix) = prefix {
                     eprintln!("{prefix} | {text}");
                 }

@@ -564,9 +564,10 @@ struct Signer {
 impl Signer {
     fn new(sh: &Shell) -> anyhow::Result<Signer> {
         // In the system's temp dir, not the workspace: gpg-agent's socket path must
-        // stay short. TempDir makes it mode 0700, as gpg wants.
+        // stay short. Mode 0700, or gpg warns about unsafe permissions.
         let home_dir = tempfile::Builder::new()
             .prefix("xtask-mirror-gnupg-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .context("creating a GnuPG home for the mirror's signing key")?;
         let mut signer = Signer {
