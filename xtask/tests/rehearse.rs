@@ -39,10 +39,9 @@ fn rehearsal_qemus() -> Vec<String> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.starts_with("qemu-system") || cmdline.contains("/qemu-system") {
-            if cmdline.contains(BUILD_NAME) || cmdline.contains("target/rehearsal") {
-                found.push(cmdline);
-            }
+        let qemu = cmdline.starts_with("qemu-system") || cmdline.contains("/qemu-system");
+        if qemu && (cmdline.contains(BUILD_NAME) || cmdline.contains("target/rehearsal")) {
+            found.push(cmdline);
         }
     }
     found
