@@ -91,7 +91,7 @@ pub(crate) fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     }
     let server = server::FileServer::start(&mirror.root)?;
     let mirror_config = run_dir.join("mirror-config.json");
-    let config = mirror.mirror_config(&format!("http://10.0.2.2:{}", server.port()))?;
+    let config = mirror.mirror_config(&server.url_for_guest())?;
     std::fs::write(
         &mirror_config,
         serde_json::to_string_pretty(&config)? + "\n",
@@ -99,12 +99,17 @@ pub(crate) fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", mirror_config.display()))?;
     step(
         "loopback mirror",
-        &format!("{} files on {}", mirror.files.len(), server.url()),
+        &format!(
+            "{} files on {}, signed by {}",
+            mirror.files.len(),
+            server.url(),
+            mirror.signing_key_fingerprint
+        ),
         started,
     );
 
     let command_line: Vec<OsString> = [
-        "stable",
+        mirror.channel.as_str(),
         rehearsal::FLATCAR_VERSION,
         "--release-server",
         &mirror.release_server(&server.url()),
@@ -143,7 +148,16 @@ pub(crate) fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         print!("{}", table::render(&["step", "result", "time"], &steps));
         return Err(err);
     }
-    step("build-flatcar", "pass", started);
+    let served = server.requests();
+    let downloads_served = served
+        .iter()
+        .filter(|r| r.status == 200 || r.status == 206)
+        .count();
+    step(
+        "build-flatcar",
+        &format!("pass ({downloads_served} downloads from the mirror)"),
+        started,
+    );
 
     let verified = if args.no_verify {
         step("verify-vagrant", "not run (--no-verify)", Instant::now());

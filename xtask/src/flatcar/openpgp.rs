@@ -524,10 +524,8 @@ impl Keyring {
         }
     }
 
-    /// Checks the detached signature in `signature` over the file `data`.
-    // For `deps --install` (HashiCorp's SHA256SUMS.sig over SHA256SUMS); the
-    // image download streams through `start_detached` instead.
-    #[allow(dead_code)]
+    /// Checks the detached signature in `signature` over the file `data` (HashiCorp's
+    /// SHA256SUMS; the image download streams through `start_detached` instead).
     pub(crate) fn verify_detached(
         &self,
         signature: &Path,

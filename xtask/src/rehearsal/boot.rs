@@ -16,17 +16,6 @@ use crate::streaming;
 /// The fw_cfg entry Flatcar reads its first-boot Ignition config from.
 pub(crate) const IGNITION_FW_CFG_NAME: &str = "opt/org.flatcar-linux/config";
 
-/// What the guest's user-mode network may reach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GuestNetwork {
-    /// Nothing but the forwarded SSH port (QEMU's `restrict=on`).
-    Isolated,
-    /// Also the host's loopback, as 10.0.2.2, where a loopback mirror is served
-    /// (what a Packer build gets: QEMU's default user network).
-    #[allow(dead_code)] // for `rehearse` and the boot-time bench (issue 7), wired next
-    ReachesHost,
-}
-
 /// How to boot.
 #[derive(Clone, Debug)]
 pub(crate) struct BootOptions {
@@ -41,7 +30,6 @@ pub(crate) struct BootOptions {
     pub(crate) accelerator: Accelerator,
     pub(crate) cpus: u32,
     pub(crate) memory_mib: u32,
-    pub(crate) network: GuestNetwork,
     /// Where the serial console (kernel and boot messages) and QEMU's own errors go:
     /// `console.log` and `qemu.log` in this directory.
     pub(crate) log_dir: PathBuf,
@@ -60,7 +48,6 @@ impl BootOptions {
             accelerator: Accelerator::Tcg,
             cpus: 2,
             memory_mib: 1024,
-            network: GuestNetwork::Isolated,
             log_dir: log_dir.to_owned(),
             ssh_timeout: Duration::from_secs(300),
         }
@@ -69,10 +56,8 @@ impl BootOptions {
 
 /// The QEMU command line (without the program) for `options` and an SSH port.
 pub(crate) fn qemu_args(options: &BootOptions, ssh_port: u16) -> Vec<String> {
-    let restrict = match options.network {
-        GuestNetwork::Isolated => ",restrict=on",
-        GuestNetwork::ReachesHost => "",
-    };
+    // Nothing but the forwarded SSH port: the guest reaches no network (QEMU's `restrict=on`).
+    let restrict = ",restrict=on";
     let mut args = vec![
         "-machine".to_owned(),
         format!("pc,accel={}", options.accelerator.packer_name()),
@@ -225,12 +210,6 @@ pub(crate) fn boot(sh: &Shell, options: &BootOptions) -> anyhow::Result<RunningG
 }
 
 impl RunningGuest {
-    /// The 127.0.0.1 port forwarded to the guest's SSH.
-    #[allow(dead_code)] // for `rehearse` and the boot-time bench (issue 7), wired next
-    pub(crate) fn ssh_port(&self) -> u16 {
-        self.ssh_port
-    }
-
     /// The serial console's output so far.
     pub(crate) fn console_log(&self) -> PathBuf {
         self.log_dir.join("console.log")
@@ -351,11 +330,8 @@ mod tests {
         expect_test::expect![[r#"
             -machine pc,accel=tcg -smp 2 -m 1024 -nodefaults -display none -serial file:/logs/console.log -drive file=/c/overlay.qcow2,if=virtio,format=qcow2 -netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0 -fw_cfg name=opt/org.flatcar-linux/config,file=/c/config.ign"#]]
         .assert_eq(&qemu_args(&options, 2222).join(" "));
-        options.network = GuestNetwork::ReachesHost;
         options.ignition = None;
-        let args = qemu_args(&options, 2222).join(" ");
-        assert!(args.contains("user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"));
-        assert!(!args.contains("fw_cfg"));
+        assert!(!qemu_args(&options, 2222).join(" ").contains("fw_cfg"));
     }
 
     #[test]

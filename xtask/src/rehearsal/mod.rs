@@ -9,10 +9,7 @@
 
 pub(crate) mod boot;
 pub(crate) mod guest;
-// The mirror and its server are for `rehearse` (issue 7), which wires them next.
-#[allow(dead_code)]
 pub(crate) mod mirror;
-#[allow(dead_code)]
 pub(crate) mod server;
 
 use std::path::PathBuf;

@@ -69,10 +69,6 @@ impl FileServer {
         })
     }
 
-    pub(crate) fn port(&self) -> u16 {
-        self.address.port()
-    }
-
     /// `http://127.0.0.1:<port>`, the base URL on this host.
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.address)
@@ -345,7 +341,7 @@ mod tests {
     }
 
     fn get(server: &FileServer, request: &str) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        let mut stream = TcpStream::connect(server.address).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
