@@ -110,7 +110,7 @@ pub(crate) fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
             .run()
             .with_context(|| format!("removing box {name}"))?;
         let pool = &args.pool;
-        let uri = libvirt_uri();
+        let uri = vagrant::libvirt_uri();
         for volume in &b.volumes {
             eprintln!("{name}: deleting libvirt volume {volume}");
             cmd!(sh, "virsh -c {uri} vol-delete --pool {pool} {volume}")
@@ -125,17 +125,13 @@ pub(crate) fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn libvirt_uri() -> String {
-    std::env::var("LIBVIRT_DEFAULT_URI").unwrap_or_else(|_| "qemu:///system".to_owned())
-}
-
 /// This tool's boxes as vagrant, libvirt and images/capi/output know them.
 fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
     let listed = cmd!(sh, "vagrant box list")
         .quiet()
         .read()
         .context("listing vagrant boxes")?;
-    let uri = libvirt_uri();
+    let uri = vagrant::libvirt_uri();
     let volumes = match cmd!(sh, "virsh -c {uri} vol-list --pool {pool}")
         .quiet()
         .ignore_stderr()

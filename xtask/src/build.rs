@@ -408,6 +408,7 @@ pub(crate) fn run(sh: &Shell, args: &BuildArgs) -> anyhow::Result<()> {
     };
     if let Err(err) = built {
         let _ = std::fs::remove_dir_all(&work);
+        remove_if_empty(work.parent());
         return Err(err.context(format!(
             "building {build_name}; nothing was left in {}",
             output_dir.display()
@@ -454,6 +455,7 @@ pub(crate) fn run(sh: &Shell, args: &BuildArgs) -> anyhow::Result<()> {
     install_output(&staging, &output_dir)?;
     std::fs::remove_dir_all(&work)
         .with_context(|| format!("removing the build's work directory {}", work.display()))?;
+    remove_if_empty(work.parent());
     eprintln!("Built {build_name}: {}", output_dir.display());
 
     if args.provider == Provider::Qemu && !args.no_verify {
@@ -722,6 +724,13 @@ fn failure_summary(output: &str) -> String {
             summary
         }
         None => streaming::tail(output, 25),
+    }
+}
+
+/// Removes the shared `.work` directory once no build uses it (fails harmlessly when one does).
+fn remove_if_empty(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

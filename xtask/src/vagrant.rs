@@ -10,6 +10,12 @@ use crate::accelerator::Accelerator;
 /// Channels whose boxes this tool makes; a box named otherwise is not ours.
 pub(crate) const CHANNELS: [&str; 4] = ["alpha", "beta", "stable", "lts"];
 
+/// The libvirt connection vagrant-libvirt and virsh use: `LIBVIRT_DEFAULT_URI`, else
+/// the system daemon.
+pub(crate) fn libvirt_uri() -> String {
+    std::env::var("LIBVIRT_DEFAULT_URI").unwrap_or_else(|_| "qemu:///system".to_owned())
+}
+
 /// The box name for a release: `flatcar-<channel>-<version>`.
 pub(crate) fn box_name(channel: &str, version: &str) -> String {
     format!("flatcar-{channel}-{version}")

@@ -12,6 +12,7 @@ use xshell::{cmd, Shell};
 
 use crate::accelerator::Accelerator;
 use crate::build_record::BuildRecord;
+use crate::flatcar::cache::write_atomically;
 use crate::tools::{self, Purpose, TOOLS};
 use crate::vagrant::{self, VagrantfileSpec};
 use crate::{build_key, ignition, streaming, table, workspace, Exit};
@@ -147,11 +148,11 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
         &key.public_key,
     )?;
     let ignition_path = work.join("ignition.json");
-    write_file(
+    write_atomically(
         &ignition_path,
-        &serde_json::to_string_pretty(&config)?,
-        0o644,
+        serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
+    set_mode(&ignition_path, 0o644)?;
     set_mode(&work, 0o755)?;
     let vagrantfile = work.join("Vagrantfile");
     let spec = VagrantfileSpec {
@@ -162,7 +163,7 @@ pub(crate) fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
         memory_mib: args.memory,
         cpus: args.cpus,
     };
-    write_file(&vagrantfile, &vagrant::render_vagrantfile(&spec), 0o644)?;
+    write_atomically(&vagrantfile, vagrant::render_vagrantfile(&spec).as_bytes())?;
 
     let vagrant = Vagrant {
         program: tools::find_program("vagrant").context("vagrant is not on PATH")?,
@@ -266,7 +267,7 @@ impl Vagrant {
 
 /// libvirtd must answer on the system connection vagrant-libvirt uses.
 fn check_libvirtd(sh: &Shell) -> anyhow::Result<()> {
-    let uri = std::env::var("LIBVIRT_DEFAULT_URI").unwrap_or_else(|_| "qemu:///system".to_owned());
+    let uri = vagrant::libvirt_uri();
     let answer = cmd!(sh, "virsh -c {uri} version")
         .quiet()
         .ignore_status()
@@ -317,13 +318,6 @@ fn find_box(output_dir: &Path) -> anyhow::Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "box"))
         .with_context(|| format!("no .box file in {}", output_dir.display()))
-}
-
-fn write_file(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, content).with_context(|| format!("writing {}", temp.display()))?;
-    set_mode(&temp, mode)?;
-    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
