@@ -7,25 +7,25 @@ use serde_json::Value;
 
 /// A place in a text file; both numbers start at 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Position {
-    pub(crate) line: usize,
-    pub(crate) column: usize,
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
 }
 
 /// A JSON syntax error, with the line it is on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ParseError {
-    pub(crate) position: Position,
+pub struct ParseError {
+    pub position: Position,
     /// What is wrong, without serde_json's "at line L column C" suffix.
-    pub(crate) message: String,
+    pub message: String,
     /// The offending line and a caret under the column, ready to print.
-    pub(crate) excerpt: String,
+    pub excerpt: String,
 }
 
 /// Parses `text`; a syntax error says where it is. An integer too big for 64 bits
 /// is an error too: serde_json, Packer and Ignition would all read it as something
 /// else (a float, an overflow), and canonical formatting would change it.
-pub(crate) fn parse(text: &str) -> Result<Value, ParseError> {
+pub fn parse(text: &str) -> Result<Value, ParseError> {
     let value = parse_syntax(text)?;
     for (token, position) in scan(text).numbers {
         let integer = !token.contains(['.', 'e', 'E']);
@@ -71,7 +71,7 @@ fn parse_syntax(text: &str) -> Result<Value, ParseError> {
 }
 
 /// The line at `position` with a caret under its column, indented for a report.
-pub(crate) fn excerpt(text: &str, position: Position) -> String {
+pub fn excerpt(text: &str, position: Position) -> String {
     let line = text.lines().nth(position.line - 1).unwrap_or("");
     let number = position.line.to_string();
     let pad = " ".repeat(number.len());
@@ -88,7 +88,7 @@ pub(crate) fn excerpt(text: &str, position: Position) -> String {
 /// line, non-ASCII kept as UTF-8, and a trailing newline: byte for byte what
 /// `json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"` gives
 /// in Python, decimals included (`1e-07`, `2.5e-05`, `1e+16`, `3.0`).
-pub(crate) fn canonical(value: &Value) -> String {
+pub fn canonical(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(&mut out, value, 0);
     out.push('\n');
@@ -181,7 +181,7 @@ fn python_float(f: f64) -> String {
 }
 
 /// The first line (1-based) where `actual` and `expected` differ.
-pub(crate) fn first_difference(actual: &str, expected: &str) -> Option<usize> {
+pub fn first_difference(actual: &str, expected: &str) -> Option<usize> {
     if actual == expected {
         return None;
     }
@@ -198,28 +198,28 @@ pub(crate) fn first_difference(actual: &str, expected: &str) -> Option<usize> {
 
 /// One step into a JSON document.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Segment {
+pub enum Segment {
     Key(String),
     Index(usize),
 }
 
 /// A string of a JSON file, as a key or as a value, and where it is.
 #[derive(Clone, Debug)]
-pub(crate) struct JsonString {
+pub struct JsonString {
     /// For a value: the path to it. For a key: the path to the object holding it.
-    pub(crate) path: Vec<Segment>,
-    pub(crate) is_key: bool,
+    pub path: Vec<Segment>,
+    pub is_key: bool,
     /// The decoded string.
-    pub(crate) value: String,
+    pub value: String,
     /// The opening quote.
-    pub(crate) position: Position,
+    pub position: Position,
     /// The column of the raw character behind each byte of `value`.
     columns: Vec<usize>,
 }
 
 impl JsonString {
     /// Where the byte at `offset` of the decoded string is in the file.
-    pub(crate) fn position_at(&self, offset: usize) -> Position {
+    pub fn position_at(&self, offset: usize) -> Position {
         Position {
             line: self.position.line,
             column: self
@@ -231,13 +231,13 @@ impl JsonString {
     }
 
     /// Whether this is the key `name` of the object at `path`.
-    pub(crate) fn is_key_at(&self, path: &[&str], name: &str) -> bool {
+    pub fn is_key_at(&self, path: &[&str], name: &str) -> bool {
         self.is_key && self.value == name && segments_are(&self.path, path)
     }
 }
 
 /// Whether `segments` are exactly the object keys `keys`.
-pub(crate) fn segments_are(segments: &[Segment], keys: &[&str]) -> bool {
+pub fn segments_are(segments: &[Segment], keys: &[&str]) -> bool {
     segments.len() == keys.len()
         && segments
             .iter()
@@ -248,24 +248,24 @@ pub(crate) fn segments_are(segments: &[Segment], keys: &[&str]) -> bool {
 /// A key that appears twice in one object; the last one wins in Packer and
 /// serde_json alike, silently.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DuplicateKey {
-    pub(crate) key: String,
-    pub(crate) position: Position,
-    pub(crate) first: Position,
+pub struct DuplicateKey {
+    pub key: String,
+    pub position: Position,
+    pub first: Position,
 }
 
 /// Every string and number of a JSON text with its position, and its duplicate keys.
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
-    pub(crate) strings: Vec<JsonString>,
-    pub(crate) duplicate_keys: Vec<DuplicateKey>,
+pub struct Scan {
+    pub strings: Vec<JsonString>,
+    pub duplicate_keys: Vec<DuplicateKey>,
     /// Each number as written.
-    pub(crate) numbers: Vec<(String, Position)>,
+    pub numbers: Vec<(String, Position)>,
 }
 
 impl Scan {
     /// Where the key `name` of the object at `path` is.
-    pub(crate) fn key_position(&self, path: &[&str], name: &str) -> Option<Position> {
+    pub fn key_position(&self, path: &[&str], name: &str) -> Option<Position> {
         self.strings
             .iter()
             .find(|s| s.is_key_at(path, name))
@@ -273,7 +273,7 @@ impl Scan {
     }
 
     /// Where the string value at `path` is.
-    pub(crate) fn value_position(&self, path: &[Segment]) -> Option<Position> {
+    pub fn value_position(&self, path: &[Segment]) -> Option<Position> {
         self.strings
             .iter()
             .find(|s| !s.is_key && s.path == path)
@@ -283,7 +283,7 @@ impl Scan {
 
 /// Finds every string of `text` with its position. Meant for text that parses; on
 /// anything else it stops at the first surprise and returns what it found so far.
-pub(crate) fn scan(text: &str) -> Scan {
+pub fn scan(text: &str) -> Scan {
     let mut scanner = Scanner {
         chars: text.chars().collect(),
         at: 0,

@@ -2,40 +2,15 @@
 //! node images. This file parses the command line and dispatches; the work lives in
 //! one module per subcommand, which compose the library modules.
 
-mod accelerator;
-mod bench;
-mod boxes;
-mod build;
-mod build_key;
-mod build_record;
-mod checks;
-mod deps;
-mod fetch_image;
-mod flatcar;
-mod ignition;
-mod install;
-mod install_hook;
-mod json_text;
-mod libvirt_namespace;
-mod lint;
-mod packer;
-mod pre_commit;
-mod rehearsal;
-mod rehearse;
-mod rehearse_guest;
-mod source_tree;
-mod streaming;
-mod table;
-mod toolchain;
-mod tools;
-mod vagrant;
-mod validate;
-mod verify_vagrant;
-mod workspace;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use xtask::commands::{
+    bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, pre_commit, rehearse,
+    rehearse_guest, validate, verify_vagrant,
+};
+use xtask::error::Exit;
+use xtask::{toolchain, workspace};
 
 /// Build and check Cluster API node images of Flatcar Container Linux.
 #[derive(Parser, Debug)]
@@ -77,7 +52,7 @@ enum Command {
     /// Build a Flatcar node image and Vagrant box from a release, then verify the box.
     ///
     /// Example: `cargo xtask build-flatcar stable 4081.2.0 --dry-run`
-    BuildFlatcar(build::BuildArgs),
+    BuildFlatcar(build_flatcar::BuildArgs),
     /// Report every external tool the project uses, or install the missing ones into .local/.
     ///
     /// For each tool: where it was found (the project-local toolchain under .local/ comes
@@ -142,27 +117,14 @@ enum Command {
     VerifyVagrant(verify_vagrant::VerifyArgs),
 }
 
-/// An error whose message has already been printed (a failed check's report):
-/// main only turns it into the exit status.
-#[derive(Debug)]
-pub(crate) struct Exit(pub(crate) u8);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit status {}", self.0)
-    }
-}
-
-impl std::error::Error for Exit {}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything runs, while the xtask is single-threaded.
-    toolchain::put_first_on_path();
+    toolchain::layout::put_first_on_path();
     let result = workspace::shell().and_then(|sh| match &cli.command {
         Command::Bench(args) => bench::run(&sh, args),
         Command::Boxes(args) => boxes::run(&sh, args),
-        Command::BuildFlatcar(args) => build::run(&sh, args),
+        Command::BuildFlatcar(args) => build_flatcar::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),
         Command::FetchImage(args) => fetch_image::run(&sh, args),
         Command::InstallHook(args) => install_hook::run(&sh, args),

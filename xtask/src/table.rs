@@ -2,7 +2,7 @@
 //! line, no colour. Every command's summary goes through here so they all look alike.
 
 /// Renders `rows` under `headers`, each column as wide as its widest cell.
-pub(crate) fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use xshell::Shell;
 
 /// The repository root: the parent of the xtask crate.
-pub(crate) fn project_root() -> PathBuf {
+pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -16,12 +16,12 @@ pub(crate) fn project_root() -> PathBuf {
 }
 
 /// The image definitions, in the upstream image-builder layout.
-pub(crate) fn capi_dir() -> PathBuf {
+pub fn capi_dir() -> PathBuf {
     project_root().join("images").join("capi")
 }
 
 /// A shell whose working directory is the repository root.
-pub(crate) fn shell() -> anyhow::Result<Shell> {
+pub fn shell() -> anyhow::Result<Shell> {
     let sh = Shell::new().context("setting up a shell")?;
     sh.change_dir(project_root());
     Ok(sh)

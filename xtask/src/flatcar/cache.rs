@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256, Sha512};
 use super::release::{Arch, Channel, Version};
 
 /// The directory under the user's cache directory.
-pub(crate) const CACHE_DIR_NAME: &str = "flatcar-capi-builder";
+pub const CACHE_DIR_NAME: &str = "flatcar-capi-builder";
 
 /// `$XDG_CACHE_HOME/flatcar-capi-builder`, else `~/.cache/flatcar-capi-builder`.
-pub(crate) fn default_cache_dir() -> anyhow::Result<PathBuf> {
+pub fn default_cache_dir() -> anyhow::Result<PathBuf> {
     cache_dir_from(
         std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
         std::env::var_os("HOME").map(PathBuf::from),
@@ -37,7 +37,7 @@ fn cache_dir_from(xdg: Option<PathBuf>, home: Option<PathBuf>) -> anyhow::Result
 }
 
 /// The cache directory of one release.
-pub(crate) fn entry_dir(root: &Path, channel: Channel, version: Version, arch: Arch) -> PathBuf {
+pub fn entry_dir(root: &Path, channel: Channel, version: Version, arch: Arch) -> PathBuf {
     root.join(channel.name())
         .join(version.to_string())
         .join(arch.name())
@@ -45,7 +45,7 @@ pub(crate) fn entry_dir(root: &Path, channel: Channel, version: Version, arch: A
 
 /// The versions of `channel` for `arch` that have a directory in the cache,
 /// newest first.
-pub(crate) fn cached_versions(root: &Path, channel: Channel, arch: Arch) -> Vec<Version> {
+pub fn cached_versions(root: &Path, channel: Channel, arch: Arch) -> Vec<Version> {
     let mut versions: Vec<Version> = std::fs::read_dir(root.join(channel.name()))
         .into_iter()
         .flatten()
@@ -58,17 +58,17 @@ pub(crate) fn cached_versions(root: &Path, channel: Channel, arch: Arch) -> Vec<
 }
 
 /// Where the pinned key is kept once its fingerprint has been checked.
-pub(crate) fn key_path(root: &Path, fingerprint: &str) -> PathBuf {
+pub fn key_path(root: &Path, fingerprint: &str) -> PathBuf {
     root.join("keys").join(format!("{fingerprint}.asc"))
 }
 
 /// The record written beside a verified file: `<file>.verified.json`.
-pub(crate) fn record_path(image: &Path) -> PathBuf {
+pub fn record_path(image: &Path) -> PathBuf {
     sibling(image, ".verified.json")
 }
 
 /// `<path><suffix>` in the same directory.
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)
@@ -76,39 +76,39 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// What was verified, written only after every check passed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Record {
+pub struct Record {
     /// The cached file's name in the entry directory.
-    pub(crate) file: String,
-    pub(crate) size: u64,
-    pub(crate) sha512: String,
+    pub file: String,
+    pub size: u64,
+    pub sha512: String,
     /// The URL the bytes came from (for a `.bz2`, the compressed file).
-    pub(crate) source_url: String,
+    pub source_url: String,
     /// SHA-512 of the bytes downloaded, when that is not the cached file (.bz2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) source_sha512: Option<String>,
+    pub source_sha512: Option<String>,
     /// `None` only for a file fetched with `--insecure-skip-signature`.
-    pub(crate) signature: Option<SignatureBinding>,
+    pub signature: Option<SignatureBinding>,
     /// Seconds since the epoch.
-    pub(crate) verified_at: u64,
+    pub verified_at: u64,
 }
 
 /// Ties a record to the signature that was verified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SignatureBinding {
+pub struct SignatureBinding {
     /// The signature file kept in the entry directory (`.sig` or `.DIGESTS.asc`).
-    pub(crate) file: String,
-    pub(crate) sha256: String,
-    pub(crate) primary_key: String,
-    pub(crate) signing_key: String,
+    pub file: String,
+    pub sha256: String,
+    pub primary_key: String,
+    pub signing_key: String,
     /// When the signature was made, seconds since the epoch.
-    pub(crate) signed_at: u64,
+    pub signed_at: u64,
     /// SHA-256 of the armored key file that was trusted.
-    pub(crate) key_file_sha256: String,
+    pub key_file_sha256: String,
 }
 
 /// Why a cached file is not trusted as it is.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Miss {
+pub enum Miss {
     /// Nothing cached.
     Absent,
     /// Something is there but does not hold up; the reason, for a message.
@@ -128,7 +128,7 @@ impl std::fmt::Display for Miss {
 }
 
 /// What the cheap check needs to know about the trust the caller requires.
-pub(crate) enum Expected<'a> {
+pub enum Expected<'a> {
     /// A signature by this primary key, or (when the key's fingerprint is not
     /// known yet) by whatever key the key file with this SHA-256 holds: the same
     /// file is the same key, and no gpg run is needed to tell.
@@ -143,7 +143,7 @@ pub(crate) enum Expected<'a> {
 /// The cheap check (well under 50 ms whatever the image size): a record beside
 /// `image` that names it, matches its size, is bound to a signature file that is
 /// still there unchanged, and to the expected key.
-pub(crate) fn check_cached(image: &Path, expected: &Expected<'_>) -> Result<Record, Miss> {
+pub fn check_cached(image: &Path, expected: &Expected<'_>) -> Result<Record, Miss> {
     let record_file = record_path(image);
     let text = match std::fs::read(&record_file) {
         Ok(text) => text,
@@ -210,15 +210,15 @@ pub(crate) fn check_cached(image: &Path, expected: &Expected<'_>) -> Result<Reco
 }
 
 /// Re-hashes `image` and compares it with `record` (`--verify-cache`).
-pub(crate) fn rehash_matches(image: &Path, record: &Record) -> anyhow::Result<bool> {
+pub fn rehash_matches(image: &Path, record: &Record) -> anyhow::Result<bool> {
     Ok(sha512_file(image)? == record.sha512)
 }
 
-pub(crate) fn sha256_file(path: &Path) -> anyhow::Result<String> {
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     hash_file::<Sha256>(path)
 }
 
-pub(crate) fn sha512_file(path: &Path) -> anyhow::Result<String> {
+pub fn sha512_file(path: &Path) -> anyhow::Result<String> {
     hash_file::<Sha512>(path)
 }
 
@@ -238,11 +238,11 @@ fn hash_file<D: Digest>(path: &Path) -> anyhow::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
+pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()
@@ -254,7 +254,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the whole
 /// new one, never a part: a temporary name in the same directory, fsync, rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let temp = sibling(path, &format!(".tmp-{}", std::process::id()));
     let result = (|| {
         let mut file =
@@ -273,20 +273,20 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> 
 
 /// Renames the synced file `temp` to `path` (same directory) and syncs the
 /// directory, so that the rename survives a crash.
-pub(crate) fn install(temp: &Path, path: &Path) -> anyhow::Result<()> {
+pub fn install(temp: &Path, path: &Path) -> anyhow::Result<()> {
     std::fs::rename(temp, path)
         .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Removes `path` if it exists.
-pub(crate) fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+pub fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -296,11 +296,11 @@ pub(crate) fn remove_if_present(path: &Path) -> anyhow::Result<()> {
 
 /// An exclusive lock on one cache entry, held while it is being filled, so two
 /// runs never download into the same partial file. Released when dropped.
-pub(crate) struct EntryLock {
+pub struct EntryLock {
     _file: File,
 }
 
-pub(crate) fn lock_entry(dir: &Path) -> anyhow::Result<EntryLock> {
+pub fn lock_entry(dir: &Path) -> anyhow::Result<EntryLock> {
     let path = dir.join(".lock");
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     match file.try_lock() {

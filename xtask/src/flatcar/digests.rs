@@ -6,7 +6,7 @@ use anyhow::bail;
 /// A hash algorithm a DIGESTS file may list. Sections with other names are kept
 /// under [`HashAlgorithm::Other`] so that a new section never breaks parsing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum HashAlgorithm {
+pub enum HashAlgorithm {
     Md5,
     Sha1,
     Sha256,
@@ -51,22 +51,22 @@ impl std::fmt::Display for HashAlgorithm {
 
 /// One `<hex>  <file>` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DigestEntry {
-    pub(crate) algorithm: HashAlgorithm,
+pub struct DigestEntry {
+    pub algorithm: HashAlgorithm,
     /// Lower-case hex.
-    pub(crate) hex: String,
-    pub(crate) file: String,
+    pub hex: String,
+    pub file: String,
 }
 
 /// A parsed DIGESTS file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Digests {
-    pub(crate) entries: Vec<DigestEntry>,
+pub struct Digests {
+    pub entries: Vec<DigestEntry>,
 }
 
 impl Digests {
     /// The lower-case hex digest of `file` under `algorithm`, if listed.
-    pub(crate) fn find(&self, algorithm: &HashAlgorithm, file: &str) -> Option<&str> {
+    pub fn find(&self, algorithm: &HashAlgorithm, file: &str) -> Option<&str> {
         self.entries
             .iter()
             .find(|e| &e.algorithm == algorithm && e.file == file)
@@ -77,7 +77,7 @@ impl Digests {
 /// Parses a DIGESTS file. Fails on lines that fit neither shape, on digests of
 /// the wrong length for their section, and on one file listed twice with two
 /// different digests in one section.
-pub(crate) fn parse_digests(text: &str) -> anyhow::Result<Digests> {
+pub fn parse_digests(text: &str) -> anyhow::Result<Digests> {
     let mut digests = Digests::default();
     let mut section: Option<HashAlgorithm> = None;
     for (index, raw) in text.lines().enumerate() {

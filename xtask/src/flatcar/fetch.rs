@@ -14,21 +14,21 @@ use xshell::Shell;
 
 use super::cache::{self, Expected, Miss, Record, SignatureBinding};
 use super::digests::{parse_digests, HashAlgorithm};
-use super::download::{Fetched, HttpClient, Observer, ProgressStyle};
-use super::openpgp::{utc, Fingerprint, GoodSignature, Keyring, StreamingCheck};
 use super::release::{
     resolve_release, Arch, Channel, Release, ReleaseServer, Variant, Version, VersionRequest,
 };
+use crate::net::download::{Fetched, HttpClient, Observer, ProgressStyle};
+use crate::net::openpgp::{utc, Fingerprint, GoodSignature, Keyring, StreamingCheck};
 
 /// The primary key that signs Flatcar's official images.
-pub(crate) const FLATCAR_SIGNING_KEY_FINGERPRINT: &str = "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A";
+pub const FLATCAR_SIGNING_KEY_FINGERPRINT: &str = "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A";
 /// Where Flatcar publishes that key.
-pub(crate) const FLATCAR_SIGNING_KEY_URL: &str =
+pub const FLATCAR_SIGNING_KEY_URL: &str =
     "https://www.flatcar.org/security/image-signing-key/Flatcar_Image_Signing_Key.asc";
 
 /// Which signatures to trust.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum SignaturePolicy {
+pub enum SignaturePolicy {
     /// Flatcar's key: fetched from `key_url`, accepted only with the pinned
     /// fingerprint, then cached.
     PinnedFlatcarKey { key_url: String },
@@ -40,50 +40,50 @@ pub(crate) enum SignaturePolicy {
 
 /// Everything [`fetch_image`] needs to know.
 #[derive(Clone, Debug)]
-pub(crate) struct FetchOptions {
-    pub(crate) channel: Channel,
-    pub(crate) version: VersionRequest,
-    pub(crate) arch: Arch,
-    pub(crate) variant: Variant,
-    pub(crate) server: ReleaseServer,
-    pub(crate) signature: SignaturePolicy,
-    pub(crate) cache_dir: PathBuf,
+pub struct FetchOptions {
+    pub channel: Channel,
+    pub version: VersionRequest,
+    pub arch: Arch,
+    pub variant: Variant,
+    pub server: ReleaseServer,
+    pub signature: SignaturePolicy,
+    pub cache_dir: PathBuf,
     /// Use only the cache; never touch the network.
-    pub(crate) offline: bool,
+    pub offline: bool,
     /// Re-hash a cached image instead of trusting its size and record.
-    pub(crate) verify_cache: bool,
+    pub verify_cache: bool,
     /// Retries for transient network failures.
-    pub(crate) retries: u32,
-    pub(crate) progress: ProgressStyle,
+    pub retries: u32,
+    pub progress: ProgressStyle,
 }
 
 /// Who signed a verified image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct SignatureRecord {
-    pub(crate) primary_key: String,
-    pub(crate) signing_key: String,
+pub struct SignatureRecord {
+    pub primary_key: String,
+    pub signing_key: String,
     /// Seconds since the epoch.
-    pub(crate) signed_at: u64,
+    pub signed_at: u64,
     /// The signature file that was checked (`.sig` or `.DIGESTS.asc`).
-    pub(crate) file: PathBuf,
+    pub file: PathBuf,
 }
 
 /// A QEMU disk image in the cache that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct VerifiedImage {
-    pub(crate) channel: Channel,
-    pub(crate) version: Version,
-    pub(crate) arch: Arch,
-    pub(crate) variant: Variant,
-    pub(crate) path: PathBuf,
-    pub(crate) size: u64,
+pub struct VerifiedImage {
+    pub channel: Channel,
+    pub version: Version,
+    pub arch: Arch,
+    pub variant: Variant,
+    pub path: PathBuf,
+    pub size: u64,
     /// Lower-case hex SHA-512 of the file at `path`.
-    pub(crate) sha512: String,
-    pub(crate) source_url: String,
+    pub sha512: String,
+    pub source_url: String,
     /// `None` only with [`SignaturePolicy::InsecureSkip`].
-    pub(crate) signature: Option<SignatureRecord>,
+    pub signature: Option<SignatureRecord>,
     /// Found in the cache: nothing was downloaded.
-    pub(crate) from_cache: bool,
+    pub from_cache: bool,
 }
 
 /// What the trusted key is, learned as cheaply as possible: the pinned
@@ -205,7 +205,7 @@ fn say(opts: &FetchOptions, message: std::fmt::Arguments<'_>) {
 
 /// Resolves the release `opts` names and returns its QEMU image from the cache,
 /// downloading and verifying it first unless a trusted copy is there.
-pub(crate) fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedImage> {
+pub fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedImage> {
     if opts.signature == SignaturePolicy::InsecureSkip {
         eprintln!(
             "WARNING: --insecure-skip-signature: the image's OpenPGP signature is NOT checked; \
@@ -782,7 +782,7 @@ fn fetch_signature(
 /// Streams `bzip2 -dc <compressed>` into a temporary file beside `image`,
 /// hashing on the way, then moves it into place. Returns (size, SHA-512).
 fn decompress_into_place(compressed: &Path, image: &Path) -> anyhow::Result<(u64, String)> {
-    let bzip2 = crate::tools::find_program("bzip2").context(
+    let bzip2 = crate::toolchain::tools::find_program("bzip2").context(
         "bzip2 is not installed; this release ships its image compressed. Install it \
          (e.g. `sudo apt-get install bzip2`) and run again",
     )?;

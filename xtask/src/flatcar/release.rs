@@ -7,14 +7,14 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 
-use super::download::{Fetched, HttpClient};
+use crate::net::download::{Fetched, HttpClient};
 
 /// The public release server; `{channel}` is replaced by the channel's name.
-pub(crate) const DEFAULT_RELEASE_SERVER: &str = "https://{channel}.release.flatcar-linux.net";
+pub const DEFAULT_RELEASE_SERVER: &str = "https://{channel}.release.flatcar-linux.net";
 
 /// A live Flatcar release channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Channel {
+pub enum Channel {
     Alpha,
     Beta,
     Stable,
@@ -22,10 +22,9 @@ pub(crate) enum Channel {
 }
 
 impl Channel {
-    pub(crate) const ALL: [Channel; 4] =
-        [Channel::Alpha, Channel::Beta, Channel::Stable, Channel::Lts];
+    pub const ALL: [Channel; 4] = [Channel::Alpha, Channel::Beta, Channel::Stable, Channel::Lts];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Channel::Alpha => "alpha",
             Channel::Beta => "beta",
@@ -69,13 +68,13 @@ impl FromStr for Channel {
 
 /// A CPU architecture Flatcar is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub(crate) enum Arch {
+pub enum Arch {
     Amd64,
     Arm64,
 }
 
 impl Arch {
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
             Arch::Arm64 => "arm64",
@@ -83,7 +82,7 @@ impl Arch {
     }
 
     /// The architecture of the machine this runs on, if Flatcar is built for it.
-    pub(crate) fn host() -> Option<Arch> {
+    pub fn host() -> Option<Arch> {
         Arch::from_rust_arch(std::env::consts::ARCH)
     }
 
@@ -104,7 +103,7 @@ impl fmt::Display for Arch {
 
 /// How the QEMU image boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub(crate) enum Variant {
+pub enum Variant {
     /// Legacy BIOS (amd64 only).
     Bios,
     /// UEFI firmware (the only choice on arm64).
@@ -112,7 +111,7 @@ pub(crate) enum Variant {
 }
 
 impl Variant {
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Variant::Bios => "bios",
             Variant::Uefi => "uefi",
@@ -120,7 +119,7 @@ impl Variant {
     }
 
     /// The variant to use on `arch` when the user asked for `requested` (or nothing).
-    pub(crate) fn for_arch(arch: Arch, requested: Option<Variant>) -> anyhow::Result<Variant> {
+    pub fn for_arch(arch: Arch, requested: Option<Variant>) -> anyhow::Result<Variant> {
         match (arch, requested) {
             (Arch::Arm64, Some(Variant::Bios)) => {
                 bail!("arm64 Flatcar images boot with UEFI only; drop --variant bios or use --variant uefi")
@@ -131,7 +130,7 @@ impl Variant {
     }
 
     /// The uncompressed QEMU disk image's file name in a release directory.
-    pub(crate) fn image_file_name(self) -> &'static str {
+    pub fn image_file_name(self) -> &'static str {
         match self {
             Variant::Bios => "flatcar_production_qemu_image.img",
             Variant::Uefi => "flatcar_production_qemu_uefi_image.img",
@@ -147,10 +146,10 @@ impl fmt::Display for Variant {
 
 /// A release version, `MAJOR.MINOR.PATCH` (e.g. 4081.2.0). Ordered numerically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Version {
-    pub(crate) major: u32,
-    pub(crate) minor: u32,
-    pub(crate) patch: u32,
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
 }
 
 impl fmt::Display for Version {
@@ -190,7 +189,7 @@ impl FromStr for Version {
 
 /// What the user asked for: the channel's current release or one version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum VersionRequest {
+pub enum VersionRequest {
     Current,
     Exact(Version),
 }
@@ -223,7 +222,7 @@ impl fmt::Display for VersionRequest {
 /// `https://{channel}.release.flatcar-linux.net` or a mirror
 /// `http://mirror.example/flatcar/{channel}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ReleaseServer {
+pub struct ReleaseServer {
     template: String,
 }
 
@@ -265,7 +264,7 @@ impl fmt::Display for ReleaseServer {
 
 impl ReleaseServer {
     /// The directory of one release (or of `current`), with a trailing slash.
-    pub(crate) fn release_dir_url(&self, channel: Channel, arch: Arch, version: &str) -> String {
+    pub fn release_dir_url(&self, channel: Channel, arch: Arch, version: &str) -> String {
         format!(
             "{}/{}-usr/{}/",
             self.template.replace("{channel}", channel.name()),
@@ -278,16 +277,16 @@ impl ReleaseServer {
 /// The facts a release's `version.txt` states. Every `KEY=VALUE` line is kept in
 /// `fields`; the ones the build needs have their own fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct VersionInfo {
-    pub(crate) version: Version,
-    pub(crate) build_id: Option<String>,
-    pub(crate) sdk_version: Option<String>,
-    pub(crate) fields: BTreeMap<String, String>,
+pub struct VersionInfo {
+    pub version: Version,
+    pub build_id: Option<String>,
+    pub sdk_version: Option<String>,
+    pub fields: BTreeMap<String, String>,
 }
 
 /// Parses a release's `version.txt`: shell-style `KEY=VALUE` lines, values
 /// optionally quoted, `#` comments and blank lines ignored.
-pub(crate) fn parse_version_txt(text: &str) -> anyhow::Result<VersionInfo> {
+pub fn parse_version_txt(text: &str) -> anyhow::Result<VersionInfo> {
     let mut fields = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -331,21 +330,21 @@ fn unquote(value: &str) -> &str {
 
 /// A release that exists on the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Release {
-    pub(crate) channel: Channel,
-    pub(crate) arch: Arch,
-    pub(crate) version: Version,
+pub struct Release {
+    pub channel: Channel,
+    pub arch: Arch,
+    pub version: Version,
     /// The release directory, with a trailing slash.
-    pub(crate) url: String,
-    pub(crate) info: VersionInfo,
+    pub url: String,
+    pub info: VersionInfo,
     /// The `version.txt` as served, for the cache.
-    pub(crate) version_txt: Vec<u8>,
+    pub version_txt: Vec<u8>,
 }
 
 /// Finds a release: reads the channel's `current/version.txt` for
 /// [`VersionRequest::Current`], or checks that the requested version's
 /// `version.txt` exists and names that version.
-pub(crate) fn resolve_release(
+pub fn resolve_release(
     client: &HttpClient,
     server: &ReleaseServer,
     channel: Channel,

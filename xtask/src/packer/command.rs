@@ -11,13 +11,13 @@ use super::template::{Finding, Template};
 
 /// The environment Packer runs with: no call home to check for a newer version (the
 /// machine may have no internet, and the answer changes nothing).
-pub(crate) const ENV: &[(&str, &str)] = &[("CHECKPOINT_DISABLE", "1")];
+pub const ENV: &[(&str, &str)] = &[("CHECKPOINT_DISABLE", "1")];
 
 /// The arguments after `packer`: `subcommand`, `options`, a `-var-file=` for each of
 /// the target's var files in order, then one for each of `later_var_files` (a
 /// site's mirror config, then the build's generated var file, so they win), then
 /// the template. Paths are relative to images/capi, which is where Packer runs.
-pub(crate) fn args(
+pub fn args(
     subcommand: &str,
     options: &[&str],
     target: &BuildTarget,
@@ -39,7 +39,7 @@ pub(crate) fn args(
 
 /// The generated var file: each build input's variable with its value, as canonical
 /// JSON.
-pub(crate) fn generated_var_file(values: &[(BuildInput, String)]) -> String {
+pub fn generated_var_file(values: &[(BuildInput, String)]) -> String {
     let map: BTreeMap<&str, &str> = values
         .iter()
         .map(|(input, value)| (input.variable(), value.as_str()))
@@ -51,7 +51,7 @@ pub(crate) fn generated_var_file(values: &[(BuildInput, String)]) -> String {
 /// builder, provisioner or post-processor type (a plugin that is not installed), a
 /// required variable without a value, a var file Packer could not read. Lines that
 /// name nothing known are left for the caller to show as they are.
-pub(crate) fn locate_errors(output: &str, template: &Template) -> Vec<Finding> {
+pub fn locate_errors(output: &str, template: &Template) -> Vec<Finding> {
     let path = template.doc.path.as_str();
     let mut findings = Vec::new();
     for line in output.lines() {

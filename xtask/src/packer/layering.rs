@@ -13,7 +13,7 @@ use crate::json_text::Segment;
 
 /// Where a variable's value comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Origin {
+pub enum Origin {
     /// The template's own default.
     Default,
     /// This var file (relative to images/capi), the last one that sets it.
@@ -24,28 +24,28 @@ pub(crate) enum Origin {
 
 /// A variable after layering.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Layered {
+pub struct Layered {
     /// The raw value, before `{{user}}` references in it are rendered; `None` for a
     /// required variable nobody set. For a build input: the value it has until the
     /// build supplies its own.
-    pub(crate) value: Option<String>,
-    pub(crate) origin: Origin,
+    pub value: Option<String>,
+    pub origin: Origin,
 }
 
 /// A target's template and var files, read.
 #[derive(Debug)]
-pub(crate) struct Stack {
-    pub(crate) template: Option<Template>,
+pub struct Stack {
+    pub template: Option<Template>,
     /// The var files that could be read, in order.
-    pub(crate) var_files: Vec<VarFile>,
+    pub var_files: Vec<VarFile>,
     /// Whether every var file could be read: if not, a variable that seems unset may
     /// be set in one that could not.
-    pub(crate) complete: bool,
+    pub complete: bool,
 }
 
 /// Reads `target`'s template and var files from `capi`. A missing or broken file is
 /// a finding, and the rest are still read.
-pub(crate) fn load_stack(capi: &Path, target: &BuildTarget) -> (Stack, Vec<Finding>) {
+pub fn load_stack(capi: &Path, target: &BuildTarget) -> (Stack, Vec<Finding>) {
     let mut findings = Vec::new();
     let template = match template::load(capi, target.template) {
         Ok(doc) => {
@@ -100,10 +100,7 @@ fn missing_or(finding: Finding, target: &BuildTarget, what: &str) -> Finding {
 
 /// Layers `stack` for `target` and returns every variable's value and origin, with
 /// what is wrong.
-pub(crate) fn layer(
-    target: &BuildTarget,
-    stack: &Stack,
-) -> (BTreeMap<String, Layered>, Vec<Finding>) {
+pub fn layer(target: &BuildTarget, stack: &Stack) -> (BTreeMap<String, Layered>, Vec<Finding>) {
     let mut findings = Vec::new();
     let mut values = BTreeMap::new();
     let Some(template) = &stack.template else {
@@ -225,7 +222,7 @@ pub(crate) fn layer(
 /// `text` with every `{{user `name`}}` rendered from `values`, recursively, the way
 /// Packer renders variables that refer to other variables. `supplied` gives the
 /// build inputs' values.
-pub(crate) fn render(
+pub fn render(
     text: &str,
     values: &BTreeMap<String, Layered>,
     supplied: &BTreeMap<String, String>,

@@ -3,7 +3,7 @@
 //! its variable checks, and the packer command line. No I/O beyond reading the files;
 //! running packer is the caller's job.
 
-pub(crate) mod command;
-pub(crate) mod layering;
-pub(crate) mod targets;
-pub(crate) mod template;
+pub mod command;
+pub mod layering;
+pub mod targets;
+pub mod template;

@@ -5,7 +5,7 @@
 /// A variable whose value exists only at build time; the build writes it into a
 /// generated var file that comes after the target's var files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BuildInput {
+pub enum BuildInput {
     /// The verified Flatcar disk image the builder boots.
     ImagePath,
     /// Its digest, as `sha512:<hex>`.
@@ -26,7 +26,7 @@ pub(crate) enum BuildInput {
 
 impl BuildInput {
     /// The template variable that carries it.
-    pub(crate) fn variable(self) -> &'static str {
+    pub fn variable(self) -> &'static str {
         match self {
             BuildInput::ImagePath => "flatcar_image_path",
             BuildInput::ImageChecksum => "flatcar_image_checksum",
@@ -42,17 +42,17 @@ impl BuildInput {
 
 /// A template plus the var files layered onto it, in order (later files win).
 #[derive(Debug)]
-pub(crate) struct BuildTarget {
+pub struct BuildTarget {
     /// What `--target` calls it.
-    pub(crate) name: &'static str,
-    pub(crate) template: &'static str,
-    pub(crate) var_files: &'static [&'static str],
+    pub name: &'static str,
+    pub template: &'static str,
+    pub var_files: &'static [&'static str],
     /// What the build supplies after the var files.
-    pub(crate) build_inputs: &'static [BuildInput],
+    pub build_inputs: &'static [BuildInput],
 }
 
 /// Every build target, in the order reports list them.
-pub(crate) const TARGETS: &[BuildTarget] = &[
+pub const TARGETS: &[BuildTarget] = &[
     BuildTarget {
         name: "qemu-flatcar",
         template: "packer/qemu/packer.json",
@@ -97,18 +97,18 @@ pub(crate) const TARGETS: &[BuildTarget] = &[
 ];
 
 /// The target called `name`.
-pub(crate) fn target(name: &str) -> Option<&'static BuildTarget> {
+pub fn target(name: &str) -> Option<&'static BuildTarget> {
     TARGETS.iter().find(|t| t.name == name)
 }
 
 /// Every target's name, for `--target`'s possible values.
-pub(crate) fn names() -> Vec<&'static str> {
+pub fn names() -> Vec<&'static str> {
     TARGETS.iter().map(|t| t.name).collect()
 }
 
 impl BuildTarget {
     /// The template and the var files: every file whose content decides the build.
-    pub(crate) fn stack(&self) -> impl Iterator<Item = &'static str> + '_ {
+    pub fn stack(&self) -> impl Iterator<Item = &'static str> + '_ {
         std::iter::once(self.template).chain(self.var_files.iter().copied())
     }
 }

@@ -11,15 +11,15 @@ use crate::json_text::{self, Position, Scan, Segment};
 
 /// A problem in a file of images/capi, at a place in it when that is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Finding {
+pub struct Finding {
     /// Relative to images/capi.
-    pub(crate) file: String,
-    pub(crate) position: Option<Position>,
-    pub(crate) message: String,
+    pub file: String,
+    pub position: Option<Position>,
+    pub message: String,
 }
 
 impl Finding {
-    pub(crate) fn at(file: &str, position: Option<Position>, message: impl Into<String>) -> Self {
+    pub fn at(file: &str, position: Option<Position>, message: impl Into<String>) -> Self {
         Finding {
             file: file.to_owned(),
             position,
@@ -40,15 +40,15 @@ impl std::fmt::Display for Finding {
 
 /// A JSON file of images/capi, read and parsed.
 #[derive(Debug)]
-pub(crate) struct Document {
+pub struct Document {
     /// Relative to images/capi.
-    pub(crate) path: String,
-    pub(crate) value: Value,
-    pub(crate) scan: Scan,
+    pub path: String,
+    pub value: Value,
+    pub scan: Scan,
 }
 
 /// Reads and parses `capi/path`; a missing, unreadable or broken file is a finding.
-pub(crate) fn load(capi: &Path, path: &str) -> Result<Document, Finding> {
+pub fn load(capi: &Path, path: &str) -> Result<Document, Finding> {
     let text = match std::fs::read_to_string(capi.join(path)) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -72,15 +72,15 @@ pub(crate) fn load(capi: &Path, path: &str) -> Result<Document, Finding> {
 
 /// A variable a template declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Variable {
+pub struct Variable {
     /// `None`: declared as `null`, so Packer requires a value for it.
-    pub(crate) default: Option<String>,
-    pub(crate) position: Option<Position>,
+    pub default: Option<String>,
+    pub position: Option<Position>,
 }
 
 /// Which section of a template a plugin is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PluginKind {
+pub enum PluginKind {
     Builder,
     Provisioner,
     PostProcessor,
@@ -88,7 +88,7 @@ pub(crate) enum PluginKind {
 
 impl PluginKind {
     /// How Packer's messages call it (`Unknown post-processor`).
-    pub(crate) fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             PluginKind::Builder => "builder",
             PluginKind::Provisioner => "provisioner",
@@ -99,42 +99,42 @@ impl PluginKind {
 
 /// A builder, provisioner or post-processor of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Plugin {
-    pub(crate) kind: PluginKind,
-    pub(crate) type_name: String,
+pub struct Plugin {
+    pub kind: PluginKind,
+    pub type_name: String,
     /// The builder's `name`, which Packer calls the build; defaults to its type.
-    pub(crate) name: String,
+    pub name: String,
     /// Where its `"type"` value is.
-    pub(crate) position: Option<Position>,
+    pub position: Option<Position>,
 }
 
 /// What an `ansible` provisioner hands to ansible-playbook.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct AnsibleProvisioner {
+pub struct AnsibleProvisioner {
     /// Relative to images/capi, uninterpolated.
-    pub(crate) playbook_file: String,
-    pub(crate) extra_arguments: Vec<String>,
+    pub playbook_file: String,
+    pub extra_arguments: Vec<String>,
     /// `KEY=VALUE` settings for ansible's environment.
-    pub(crate) env_vars: Vec<String>,
-    pub(crate) user: Option<String>,
+    pub env_vars: Vec<String>,
+    pub user: Option<String>,
     /// The inventory host name (Packer's default: `default`).
-    pub(crate) host_alias: String,
-    pub(crate) groups: Vec<String>,
+    pub host_alias: String,
+    pub groups: Vec<String>,
 }
 
 /// A Packer JSON template.
 #[derive(Debug)]
-pub(crate) struct Template {
-    pub(crate) doc: Document,
-    pub(crate) variables: BTreeMap<String, Variable>,
-    pub(crate) plugins: Vec<Plugin>,
-    pub(crate) ansible: Vec<AnsibleProvisioner>,
+pub struct Template {
+    pub doc: Document,
+    pub variables: BTreeMap<String, Variable>,
+    pub plugins: Vec<Plugin>,
+    pub ansible: Vec<AnsibleProvisioner>,
 }
 
 impl Template {
     /// Reads the template's structure; a variable default that is not a scalar is a
     /// finding (Packer turns numbers and booleans into strings, nothing else).
-    pub(crate) fn from_document(doc: Document) -> (Template, Vec<Finding>) {
+    pub fn from_document(doc: Document) -> (Template, Vec<Finding>) {
         let mut findings = Vec::new();
         let mut variables = BTreeMap::new();
         if let Some(declared) = doc.value.get("variables").and_then(Value::as_object) {
@@ -245,29 +245,29 @@ impl Template {
     }
 
     /// The build name Packer gives the first builder (its `name`, else its type).
-    pub(crate) fn first_builder(&self) -> Option<&Plugin> {
+    pub fn first_builder(&self) -> Option<&Plugin> {
         self.plugins.iter().find(|p| p.kind == PluginKind::Builder)
     }
 }
 
 /// One variable a var file sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Setting {
-    pub(crate) value: String,
-    pub(crate) position: Option<Position>,
+pub struct Setting {
+    pub value: String,
+    pub position: Option<Position>,
 }
 
 /// A var file: a flat object of string values.
 #[derive(Debug)]
-pub(crate) struct VarFile {
-    pub(crate) doc: Document,
-    pub(crate) settings: BTreeMap<String, Setting>,
+pub struct VarFile {
+    pub doc: Document,
+    pub settings: BTreeMap<String, Setting>,
 }
 
 impl VarFile {
     /// Reads the settings; anything but an object of strings is a finding, as Packer
     /// refuses it ("cannot unmarshal number into Go value of type string").
-    pub(crate) fn from_document(doc: Document) -> (VarFile, Vec<Finding>) {
+    pub fn from_document(doc: Document) -> (VarFile, Vec<Finding>) {
         let mut findings = Vec::new();
         let mut settings = BTreeMap::new();
         match doc.value.as_object() {
@@ -306,24 +306,24 @@ impl VarFile {
 
 /// A `{{user `name`}}` or `{{env `NAME`}}` in a JSON file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Reference {
-    pub(crate) function: Function,
-    pub(crate) name: String,
-    pub(crate) position: Position,
+pub struct Reference {
+    pub function: Function,
+    pub name: String,
+    pub position: Position,
     /// Where in the document the string holding it is.
-    pub(crate) path: Vec<Segment>,
+    pub path: Vec<Segment>,
 }
 
 /// The template functions whose arguments name something the checks can resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Function {
+pub enum Function {
     User,
     Env,
 }
 
 /// Every reference in `doc`'s string values (and keys), and every template action
 /// that does not parse (Packer fails on those).
-pub(crate) fn references(doc: &Document) -> (Vec<Reference>, Vec<Finding>) {
+pub fn references(doc: &Document) -> (Vec<Reference>, Vec<Finding>) {
     let mut references = Vec::new();
     let mut findings = Vec::new();
     for string in &doc.scan.strings {
@@ -350,12 +350,12 @@ pub(crate) fn references(doc: &Document) -> (Vec<Reference>, Vec<Finding>) {
 
 /// A call found in a template action: the byte offset of its action's `{{`, the
 /// function and its argument.
-pub(crate) type Call = (usize, Function, String);
+pub type Call = (usize, Function, String);
 
 /// The `user` and `env` calls in the Go template actions of `text`: the byte offset
 /// of each action's `{{`, the function and its argument. An action that does not
 /// parse is an error at its offset.
-pub(crate) fn actions(text: &str) -> Result<Vec<Call>, (usize, String)> {
+pub fn actions(text: &str) -> Result<Vec<Call>, (usize, String)> {
     let mut found = Vec::new();
     for action in parse_actions(text)? {
         let tokens = &action.tokens;
@@ -389,10 +389,7 @@ pub(crate) fn actions(text: &str) -> Result<Vec<Call>, (usize, String)> {
 
 /// `text` with each `{{user `name`}}` replaced by `lookup(name)`. Any other action
 /// (a function, a pipeline) is an error: only Packer can render it.
-pub(crate) fn render_user(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+pub fn render_user(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let actions = parse_actions(text).map_err(|(_, message)| message)?;
     let mut out = String::new();
     let mut last = 0;

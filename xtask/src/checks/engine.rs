@@ -1,0 +1,939 @@
+//! Running a command's checks: each check's tools are found first (a missing tool
+//! makes it "not run", never "passed"), independent checks run in parallel up to
+//! `--jobs`, passes are remembered in a content-hash cache under target/, and one
+//! result type prints as a table for people or as JSON for CI.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::toolchain::tools::{self, Probe, Status};
+use crate::{error::Exit, table, workspace};
+
+/// The options every checking command shares.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Check the repository at DIR instead of this one: another checkout, or a copy
+    /// of the image definitions laid out as DIR/images/capi.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// How many checks run at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+    /// How to report: `text` for people (problems, then a summary table), `json` for
+    /// CI (on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Run every check, even one whose inputs and tools are unchanged since it last
+    /// passed (passes are remembered under target/xtask-cache).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Exit 0 even if a check could not run because its tool is missing (the check
+    /// is still reported as not run).
+    #[arg(long)]
+    pub allow_missing: bool,
+}
+
+impl CheckOptions {
+    /// The repository to check, made absolute.
+    pub fn root(&self) -> anyhow::Result<PathBuf> {
+        match &self.root {
+            None => Ok(workspace::project_root()),
+            Some(dir) => dir
+                .canonicalize()
+                .with_context(|| format!("--root {}", dir.display())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One thing a check found wrong, where it is when that is known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Relative to the checked repository's root.
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    /// More lines for a person: the offending line, a tool's own output.
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>) -> Problem {
+        Problem {
+            file: None,
+            line: None,
+            column: None,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn in_file(mut self, file: impl Into<String>) -> Problem {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub fn at(mut self, line: usize, column: Option<usize>) -> Problem {
+        self.line = Some(line);
+        self.column = column;
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Problem {
+        let detail = detail.into();
+        self.detail = (!detail.trim().is_empty()).then_some(detail);
+        self
+    }
+
+    /// `file:line:column: message`, then the detail indented.
+    fn render(&self) -> String {
+        let mut location = String::new();
+        if let Some(file) = &self.file {
+            location += file;
+            if let Some(line) = self.line {
+                location += &format!(":{line}");
+                if let Some(column) = self.column {
+                    location += &format!(":{column}");
+                }
+            }
+            location += ": ";
+        }
+        let mut text = format!("{location}{}", self.message);
+        if let Some(detail) = &self.detail {
+            for line in detail.lines() {
+                text += &format!("\n    {line}");
+            }
+        }
+        text
+    }
+}
+
+/// What a check's body found.
+#[derive(Debug)]
+pub enum Outcome {
+    Pass {
+        notes: Vec<String>,
+    },
+    Fail {
+        problems: Vec<Problem>,
+        notes: Vec<String>,
+    },
+    /// The body found it cannot run (a missing component the tool table does not
+    /// know, such as rustfmt).
+    NotRun {
+        reason: String,
+        hint: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// Pass when `problems` is empty, else Fail.
+    pub fn from_problems(problems: Vec<Problem>, notes: Vec<String>) -> Outcome {
+        if problems.is_empty() {
+            Outcome::Pass { notes }
+        } else {
+            Outcome::Fail { problems, notes }
+        }
+    }
+}
+
+/// The tools a running check may use, found on PATH.
+pub struct Tools(BTreeMap<&'static str, PathBuf>);
+
+impl Tools {
+    /// Where `program` is; only for programs the check declared.
+    pub fn path(&self, program: &str) -> &Path {
+        self.0
+            .get(program)
+            .unwrap_or_else(|| panic!("the check did not declare that it needs {program}"))
+    }
+}
+
+type Body = Box<dyn Fn(&Shell, &Tools) -> anyhow::Result<Outcome> + Send + Sync>;
+
+/// One independent check.
+pub struct Check {
+    pub name: &'static str,
+    /// What it checks: a build target, a file, a set of files.
+    pub target: String,
+    /// The programs it needs, from `tools::TOOLS`.
+    tools: Vec<&'static str>,
+    /// The files whose content decides its result (relative to `root`) and anything
+    /// else that does; `None` when it must always run.
+    cache_inputs: Option<(PathBuf, Vec<PathBuf>, Vec<String>)>,
+    /// Start it early: it takes longest.
+    slow: bool,
+    body: Body,
+}
+
+impl Check {
+    pub fn new(
+        name: &'static str,
+        target: impl Into<String>,
+        body: impl Fn(&Shell, &Tools) -> anyhow::Result<Outcome> + Send + Sync + 'static,
+    ) -> Check {
+        Check {
+            name,
+            target: target.into(),
+            tools: Vec::new(),
+            cache_inputs: None,
+            slow: false,
+            body: Box::new(body),
+        }
+    }
+
+    pub fn needs(mut self, programs: &[&'static str]) -> Check {
+        self.tools.extend_from_slice(programs);
+        self
+    }
+
+    /// Its result depends only on these files under `root` (directories count with
+    /// every file below them), its tools' versions and `salt`: a pass is reused
+    /// while all of them are unchanged.
+    pub fn cached(mut self, root: &Path, files: Vec<PathBuf>, salt: Vec<String>) -> Check {
+        self.cache_inputs = Some((root.to_path_buf(), files, salt));
+        self
+    }
+
+    pub fn slow(mut self) -> Check {
+        self.slow = true;
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    NotRun,
+}
+
+/// How one check ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    pub check: String,
+    pub target: String,
+    pub result: Verdict,
+    pub seconds: f64,
+    /// Passed before with the same inputs and tools; not run again.
+    pub cached: bool,
+    /// Its tool is optional: not running it fails nothing.
+    pub optional: bool,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+    /// Why it did not run.
+    pub reason: Option<String>,
+    /// What makes it run.
+    pub hint: Option<String>,
+}
+
+/// Runs `checks`, `jobs` at a time, and returns their results in the order given.
+pub fn run(sh: &Shell, checks: Vec<Check>, options: &CheckOptions) -> Vec<CheckResult> {
+    let jobs = options
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    let cache = Cache::open();
+    let mut programs: Vec<&'static str> = checks.iter().flat_map(|c| c.tools.clone()).collect();
+    programs.sort_unstable();
+    programs.dedup();
+    // Tool versions are remembered by the binary's identity even with --no-cache,
+    // which is about checks: a reinstalled tool is a different file.
+    let probes = probe_tools(sh, &programs, Some(&cache));
+    let cache = (!options.no_cache).then_some(cache);
+
+    // Slow checks start first; results keep the given order.
+    let mut order: Vec<usize> = (0..checks.len()).collect();
+    order.sort_by_key(|&i| !checks[i].slow);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CheckResult>>> = Mutex::new(vec![None; checks.len()]);
+    let progress = std::io::stderr().is_terminal() && options.format == Format::Text;
+    let (checks, order, next, done, results, probes, cache) = (
+        &checks,
+        &order,
+        &next,
+        &done,
+        &results,
+        &probes,
+        cache.as_ref(),
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(checks.len()) {
+            let sh = sh.clone();
+            scope.spawn(move || loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&index) = order.get(n) else { break };
+                let result = run_one(&sh, &checks[index], probes, cache);
+                results.lock().expect("a check thread panicked")[index] = Some(result);
+                let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                if progress {
+                    eprint!("\r\x1b[2K[{finished}/{}] checks done", checks.len());
+                }
+            });
+        }
+    });
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    let finished = std::mem::take(&mut *results.lock().expect("a check thread panicked"));
+    finished
+        .into_iter()
+        .map(|r| r.expect("every check ran"))
+        .collect()
+}
+
+fn run_one(
+    sh: &Shell,
+    check: &Check,
+    probes: &BTreeMap<&'static str, Probe>,
+    cache: Option<&Cache>,
+) -> CheckResult {
+    let started = Instant::now();
+    let mut result = CheckResult {
+        check: check.name.to_owned(),
+        target: check.target.clone(),
+        result: Verdict::NotRun,
+        seconds: 0.0,
+        cached: false,
+        optional: false,
+        problems: Vec::new(),
+        notes: Vec::new(),
+        reason: None,
+        hint: None,
+    };
+    let unusable: Vec<&Probe> = check
+        .tools
+        .iter()
+        .map(|program| &probes[program])
+        .filter(|probe| !probe.usable())
+        .collect();
+    if !unusable.is_empty() {
+        result.optional = unusable.iter().all(|p| p.optional);
+        result.reason = Some(
+            unusable
+                .iter()
+                .map(|p| match &p.status {
+                    Status::Missing => format!("{} is not installed", p.tool),
+                    Status::TooOld => format!(
+                        "{} {} is older than {}",
+                        p.tool,
+                        p.version.map(|v| v.to_string()).unwrap_or_default(),
+                        p.minimum.map(|v| v.to_string()).unwrap_or_default()
+                    ),
+                    Status::Unusable(why) => format!("{}: {why}", p.tool),
+                    Status::Ok => unreachable!("filtered above"),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        result.hint = Some(
+            unusable
+                .iter()
+                .filter_map(|p| p.hint.clone())
+                .collect::<Vec<_>>()
+                .join(" && "),
+        );
+        return result;
+    }
+
+    let key = match (cache, &check.cache_inputs) {
+        (Some(cache), Some(inputs)) => {
+            let tools: Vec<String> = check
+                .tools
+                .iter()
+                .map(|program| tool_identity(&probes[program]))
+                .collect();
+            match cache.key(check, &tools, inputs) {
+                Ok(key) => Some(key),
+                Err(err) => {
+                    result.notes.push(format!("not cached: {err:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if let (Some(cache), Some(key)) = (cache, &key) {
+        if cache.passed(key) {
+            result.result = Verdict::Pass;
+            result.cached = true;
+            result.seconds = round(started.elapsed().as_secs_f64());
+            return result;
+        }
+    }
+
+    let tools = Tools(
+        check
+            .tools
+            .iter()
+            .filter_map(|program| Some((*program, probes[program].path.clone()?)))
+            .collect(),
+    );
+    match (check.body)(sh, &tools) {
+        Ok(Outcome::Pass { notes }) => {
+            result.result = Verdict::Pass;
+            result.notes.extend(notes);
+            if let (Some(cache), Some(key)) = (cache, &key) {
+                cache.remember_pass(key);
+            }
+        }
+        Ok(Outcome::Fail { problems, notes }) => {
+            result.result = Verdict::Fail;
+            result.problems = problems;
+            result.notes.extend(notes);
+        }
+        Ok(Outcome::NotRun { reason, hint }) => {
+            result.reason = Some(reason);
+            result.hint = hint;
+        }
+        Err(err) => result.reason = Some(format!("{err:#}")),
+    }
+    result.seconds = round(started.elapsed().as_secs_f64());
+    result
+}
+
+fn round(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
+/// What identifies a tool for the cache: its path, file identity and version.
+fn tool_identity(probe: &Probe) -> String {
+    let path = probe.path.as_deref().unwrap_or(Path::new(""));
+    format!(
+        "{}|{}|{}",
+        probe.tool,
+        fingerprint(path).unwrap_or_default(),
+        probe.version.map(|v| v.to_string()).unwrap_or_default()
+    )
+}
+
+/// A file's identity without reading it: where it resolves to, its size and its
+/// modification time. A reinstalled tool gets a new one.
+fn fingerprint(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = path.canonicalize().ok()?;
+    let meta = real.metadata().ok()?;
+    Some(format!(
+        "{}|{}|{}|{}.{}",
+        real.display(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+/// Probes `programs`, reusing the version of a tool whose binary is unchanged since
+/// it last probed fine: asking ansible-playbook its version costs a third of a
+/// second, more than a cached run should take.
+fn probe_tools(
+    sh: &Shell,
+    programs: &[&'static str],
+    cache: Option<&Cache>,
+) -> BTreeMap<&'static str, Probe> {
+    let mut probes = BTreeMap::new();
+    let mut to_probe = Vec::new();
+    for &program in programs {
+        let tool = tools::tool(program);
+        let path = tools::find_program(program);
+        let known = match (cache, &path) {
+            (Some(cache), Some(path)) => fingerprint(path).and_then(|f| cache.tool_version(&f)),
+            _ => None,
+        };
+        match known {
+            Some(version) => {
+                probes.insert(
+                    program,
+                    Probe {
+                        tool: tool.program,
+                        path,
+                        version: tools::parse_version(&version),
+                        minimum: tool.minimum,
+                        optional: tool.optional,
+                        status: Status::Ok,
+                        hint: None,
+                    },
+                );
+            }
+            None => to_probe.push(tool),
+        }
+    }
+    for probe in tools::probe_all(sh, &to_probe) {
+        // Packer >= 1.7 needs plugins that can come and go without the binary
+        // changing: probe it every time.
+        let plugins_matter =
+            probe.tool == "packer" && probe.version.is_some_and(|v| (v.major, v.minor) >= (1, 7));
+        if let (Some(cache), Some(path), true, false) =
+            (cache, &probe.path, probe.usable(), plugins_matter)
+        {
+            if let Some(f) = fingerprint(path) {
+                let version = probe.version.map(|v| v.to_string()).unwrap_or_default();
+                cache.remember_tool(&f, &version);
+            }
+        }
+        probes.insert(probe.tool, probe);
+    }
+    probes
+}
+
+/// Passes remembered by the hash of everything that decided them, under
+/// target/xtask-cache. Only passes are kept: a failure is always run again, so its
+/// report is always fresh. Entries are empty files named by the hash.
+struct Cache {
+    dir: PathBuf,
+    /// Which xtask made the entries: a rebuilt xtask may check differently.
+    salt: String,
+}
+
+impl Cache {
+    fn open() -> Cache {
+        let exe = std::env::current_exe().ok();
+        Cache {
+            dir: workspace::project_root().join("target").join("xtask-cache"),
+            salt: format!(
+                "v1|{}",
+                exe.as_deref().and_then(fingerprint).unwrap_or_default()
+            ),
+        }
+    }
+
+    fn key(
+        &self,
+        check: &Check,
+        tools: &[String],
+        (root, files, salt): &(PathBuf, Vec<PathBuf>, Vec<String>),
+    ) -> anyhow::Result<String> {
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        field(self.salt.as_bytes());
+        field(check.name.as_bytes());
+        field(check.target.as_bytes());
+        for tool in tools {
+            field(tool.as_bytes());
+        }
+        for s in salt {
+            field(s.as_bytes());
+        }
+        let mut all = Vec::new();
+        for file in files {
+            let path = root.join(file);
+            if path.is_dir() {
+                for entry in walkdir::WalkDir::new(&path).sort_by_file_name() {
+                    let entry = entry.with_context(|| format!("listing {}", path.display()))?;
+                    if entry.file_type().is_file() {
+                        all.push(entry.path().strip_prefix(root)?.to_path_buf());
+                    }
+                }
+            } else {
+                all.push(file.clone());
+            }
+        }
+        all.sort();
+        all.dedup();
+        for file in all {
+            field(file.to_string_lossy().as_bytes());
+            match std::fs::read(root.join(&file)) {
+                Ok(content) => field(&content),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => field(b"\0missing"),
+                Err(err) => return Err(err).with_context(|| format!("reading {}", file.display())),
+            }
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+
+    fn passed(&self, key: &str) -> bool {
+        self.dir.join("passed").join(key).exists()
+    }
+
+    fn remember_pass(&self, key: &str) {
+        // A cache that cannot be written only makes the next run slower.
+        let _ = write_atomically(&self.dir.join("passed").join(key), b"");
+    }
+
+    fn tool_version(&self, fingerprint: &str) -> Option<String> {
+        let key = hex(&Sha256::digest(fingerprint.as_bytes()));
+        std::fs::read_to_string(self.dir.join("tools").join(key)).ok()
+    }
+
+    fn remember_tool(&self, fingerprint: &str, version: &str) {
+        let key = hex(&Sha256::digest(fingerprint.as_bytes()));
+        let _ = write_atomically(&self.dir.join("tools").join(key), version.as_bytes());
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `path` through a temporary file beside it and a rename, so a reader never
+/// sees half a file and nothing else in the directory changes.
+pub fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().context("a file path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().context("a file path has a name")?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&temp, content).with_context(|| format!("writing {}", temp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        let _ = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode));
+    }
+    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// The exit status for `results`: 1 when a check failed, else 2 when a required
+/// check could not run (unless `allow_missing`), else 0.
+pub fn exit_code(results: &[CheckResult], allow_missing: bool) -> u8 {
+    if results.iter().any(|r| r.result == Verdict::Fail) {
+        1
+    } else if !allow_missing
+        && results
+            .iter()
+            .any(|r| r.result == Verdict::NotRun && !r.optional)
+    {
+        2
+    } else {
+        0
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    command: &'a str,
+    root: String,
+    exit_code: u8,
+    passed: usize,
+    failed: usize,
+    not_run: usize,
+    seconds: f64,
+    checks: &'a [CheckResult],
+}
+
+/// Prints the results (text: problems on stderr, the table on stdout; json: one
+/// document on stdout) and turns them into the exit status.
+pub fn report(
+    command: &str,
+    root: &Path,
+    results: &[CheckResult],
+    options: &CheckOptions,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let code = exit_code(results, options.allow_missing);
+    let count = |v: Verdict| results.iter().filter(|r| r.result == v).count();
+    let seconds = round(started.elapsed().as_secs_f64());
+    match options.format {
+        Format::Json => {
+            let report = Report {
+                command,
+                root: root.display().to_string(),
+                exit_code: code,
+                passed: count(Verdict::Pass),
+                failed: count(Verdict::Fail),
+                not_run: count(Verdict::NotRun),
+                seconds,
+                checks: results,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("encoding the report")?
+            );
+        }
+        Format::Text => {
+            let details = render_details(results);
+            if !details.is_empty() {
+                eprint!("{details}");
+                eprintln!();
+            }
+            print!("{}", render_table(results));
+            let cached = results.iter().filter(|r| r.cached).count();
+            let mut summary = format!("{command}: {} passed", count(Verdict::Pass));
+            if cached > 0 {
+                summary += &format!(" ({cached} unchanged since they last passed)");
+            }
+            if count(Verdict::Fail) > 0 {
+                summary += &format!(", {} FAILED", count(Verdict::Fail));
+            }
+            if count(Verdict::NotRun) > 0 {
+                summary += &format!(", {} not run", count(Verdict::NotRun));
+            }
+            summary += &format!(" in {seconds:.2}s");
+            if code == 2 {
+                summary += "; install the missing tools (hints above) or pass --allow-missing";
+            }
+            eprintln!("{summary}");
+        }
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Exit(code).into())
+    }
+}
+
+/// Each failed or not-run check with its problems, and notes of passing ones.
+fn render_details(results: &[CheckResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let heading = format!("{} ({})", r.check, r.target);
+        match r.result {
+            Verdict::Fail => {
+                out += &format!("FAIL {heading}\n");
+                for p in &r.problems {
+                    out += &indent(&p.render());
+                }
+            }
+            Verdict::NotRun => {
+                let optional = if r.optional { " (optional)" } else { "" };
+                out += &format!(
+                    "NOT RUN{optional} {heading}: {}\n",
+                    r.reason.as_deref().unwrap_or("")
+                );
+                if let Some(hint) = r.hint.as_deref().filter(|h| !h.is_empty()) {
+                    out += &format!("  to install: {hint}\n");
+                }
+            }
+            Verdict::Pass if !r.notes.is_empty() => out += &format!("pass {heading}\n"),
+            Verdict::Pass => {}
+        }
+        for note in &r.notes {
+            out += &indent(&format!("note: {note}"));
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn render_table(results: &[CheckResult]) -> String {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let result = match (r.result, r.cached, r.optional) {
+                (Verdict::Pass, true, _) => "pass (cached)",
+                (Verdict::Pass, false, _) => "pass",
+                (Verdict::Fail, _, _) => "FAIL",
+                (Verdict::NotRun, _, true) => "not run (optional)",
+                (Verdict::NotRun, _, false) => "NOT RUN",
+            };
+            let time = if r.result == Verdict::NotRun {
+                "-".to_owned()
+            } else {
+                format!("{:.2}s", r.seconds)
+            };
+            vec![r.check.clone(), r.target.clone(), result.to_owned(), time]
+        })
+        .collect();
+    table::render(&["check", "target", "result", "time"], &rows)
+}
+
+/// A tool's output with the checked tree's absolute path taken out, so messages
+/// name files the way the report does (relative to the root).
+pub fn relative_output(text: &str, root: &Path) -> String {
+    let prefix = format!("{}/", root.display());
+    text.replace(&prefix, "")
+}
+
+/// How an external command ended: success and its stdout followed by its stderr.
+pub struct Ran {
+    pub success: bool,
+    pub output: String,
+}
+
+/// Runs `cmd` to completion, capturing its output; a non-zero exit is a result, not
+/// an error. Only failing to start it is an error.
+pub fn capture(cmd: xshell::Cmd<'_>) -> anyhow::Result<Ran> {
+    let output = cmd.ignore_status().quiet().output()?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !text.is_empty() && !text.ends_with('\n') && !stderr.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&stderr);
+    Ok(Ran {
+        success: output.status.success(),
+        output: without_colour(&text),
+    })
+}
+
+/// `text` without terminal colour sequences, which some tools write even into a
+/// pipe (rustfmt's diffs, ansible-lint's version).
+fn without_colour(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters, then a final letter.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            // Character set selection such as `ESC ( B`.
+            Some('(' | ')') => {
+                chars.next();
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `path:line:column: message` lines of a tool's output (shellcheck's `gcc`
+/// format, yamllint's `parsable` format, ansible-lint's `pep8` format) as problems;
+/// the lines that are not in that form are returned apart.
+pub fn parse_located_lines(output: &str) -> (Vec<Problem>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut other = Vec::new();
+    for line in output.lines() {
+        match parse_located_line(line) {
+            Some(problem) => problems.push(problem),
+            None if !line.trim().is_empty() => other.push(line.to_owned()),
+            None => {}
+        }
+    }
+    (problems, other)
+}
+
+fn parse_located_line(line: &str) -> Option<Problem> {
+    let mut parts = line.splitn(4, ':');
+    let file = parts.next()?;
+    let line_no: usize = parts.next()?.trim().parse().ok()?;
+    let third = parts.next()?;
+    let (column, message) = match third.trim().parse::<usize>() {
+        Ok(column) => (Some(column), parts.next()?.trim()),
+        // `path:line: message` (no column).
+        Err(_) => (None, line.splitn(3, ':').nth(2)?.trim()),
+    };
+    if file.is_empty() || file.contains(' ') {
+        return None;
+    }
+    Some(Problem::new(message).in_file(file).at(line_no, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(check: &str, verdict: Verdict, optional: bool) -> CheckResult {
+        CheckResult {
+            check: check.into(),
+            target: "t".into(),
+            result: verdict,
+            seconds: 0.25,
+            cached: false,
+            optional,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            reason: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        let pass = result("a", Verdict::Pass, false);
+        let fail = result("b", Verdict::Fail, false);
+        let missing = result("c", Verdict::NotRun, false);
+        let optional = result("d", Verdict::NotRun, true);
+        assert_eq!(exit_code(&[pass.clone(), optional.clone()], false), 0);
+        assert_eq!(exit_code(&[pass.clone(), missing.clone()], false), 2);
+        assert_eq!(exit_code(&[pass.clone(), missing.clone()], true), 0);
+        assert_eq!(exit_code(&[fail.clone(), missing.clone()], false), 1);
+        assert_eq!(exit_code(&[fail], true), 1);
+    }
+
+    #[test]
+    fn table_and_details_read_well() {
+        let mut fail = result("json", Verdict::Fail, false);
+        fail.problems.push(
+            Problem::new("trailing comma")
+                .in_file("images/capi/packer/config/cni.json")
+                .at(3, Some(1))
+                .with_detail("3 | }\n  | ^"),
+        );
+        let mut missing = result("ignition-validate", Verdict::NotRun, false);
+        missing.reason = Some("ignition-validate is not installed".into());
+        missing.hint = Some("sudo apt-get install ignition".into());
+        let mut cached = result("layering", Verdict::Pass, false);
+        cached.cached = true;
+        let results = vec![fail, missing, cached];
+        expect_test::expect![[r#"
+            FAIL json (t)
+              images/capi/packer/config/cni.json:3:1: trailing comma
+                  3 | }
+                    | ^
+            NOT RUN ignition-validate (t): ignition-validate is not installed
+              to install: sudo apt-get install ignition
+        "#]]
+        .assert_eq(&render_details(&results));
+        expect_test::expect![[r#"
+            check              target  result         time
+            json               t       FAIL           0.25s
+            ignition-validate  t       NOT RUN        -
+            layering           t       pass (cached)  0.25s
+        "#]]
+        .assert_eq(&render_table(&results));
+    }
+
+    #[test]
+    fn colour_is_removed() {
+        assert_eq!(
+            without_colour("\u{1b}[31m-  a\u{1b}(B\u{1b}[m\n+ b\u{1b}[0m"),
+            "-  a\n+ b"
+        );
+    }
+
+    #[test]
+    fn located_lines_become_problems() {
+        let (problems, other) = parse_located_lines(
+            "hack/x.sh:3:8: warning: Quote this to prevent word splitting. [SC2086]\n\
+             ansible/node.yml:4:1: [error] syntax error: expected <block end> (syntax)\n\
+             ansible/roles/a/tasks/main.yml:7: fqcn[action-core]: Use FQCN\n\
+             something else\n",
+        );
+        assert_eq!(problems.len(), 3);
+        assert_eq!(
+            problems[0].render(),
+            "hack/x.sh:3:8: warning: Quote this to prevent word splitting. [SC2086]"
+        );
+        assert_eq!(problems[2].line, Some(7));
+        assert_eq!(problems[2].column, None);
+        assert_eq!(problems[2].message, "fqcn[action-core]: Use FQCN");
+        assert_eq!(other, vec!["something else"]);
+    }
+}

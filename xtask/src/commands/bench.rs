@@ -1,0 +1,654 @@
+//! `cargo xtask bench`: every speed figure the project promises, measured on this
+//! machine side by side with its baseline in one run (alternating, after a warm-up),
+//! reported as min/median/max and a ratio. Not a test: it never fails on a target.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use xshell::{cmd, Shell};
+
+use crate::testbed::server::FileServer;
+use crate::{table, workspace};
+
+/// The benchmarks, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bench {
+    /// Full `validate` vs the same checks run one after another (`--jobs 1`).
+    ValidateParallel,
+    /// Second `validate` with nothing changed vs a first (uncached) one.
+    ValidateCached,
+    /// `pre-commit` with one staged JSON file (uncached).
+    PreCommitOneJson,
+    /// Download + SHA-512 + signature check of a 1 GiB image from loopback vs
+    /// `curl && sha512sum && gpgv`; also peak memory and a verified cache hit.
+    FetchVerify,
+    /// Warm `cargo xtask --help` and `target/debug/xtask --help`.
+    Startup,
+    /// Boot-to-SSH of the rehearsal guest booted like Flatcar vs the old flow's fixed 180 s `boot_wait`.
+    BootToSsh,
+    /// A clean build of the xtask crate (only with --slow).
+    ColdBuild,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The benchmarks to run (default: all but cold-build).
+    #[arg(value_enum)]
+    names: Vec<Bench>,
+    /// Measured iterations of the fast benchmarks (slow ones use fewer and say so).
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
+    /// Also run cold-build (minutes).
+    #[arg(long)]
+    slow: bool,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Min, median and max of one series, in the row's unit.
+#[derive(Clone, Copy, Debug, Serialize)]
+struct Stats {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+fn stats(samples: &[Duration]) -> Stats {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    Stats {
+        min: s[0],
+        median: s[s.len() / 2],
+        max: s[s.len() - 1],
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    /// `s` for times, `MiB` for memory.
+    unit: &'static str,
+    ours: Stats,
+    baseline: Option<Stats>,
+    /// What the baseline is, in words.
+    baseline_is: String,
+    /// ours.median / baseline.median.
+    ratio: Option<f64>,
+    target: String,
+    met: bool,
+    iterations: usize,
+    note: String,
+}
+
+/// Runs `ours` and `baseline` alternately after one warm-up each.
+fn side_by_side(
+    iterations: usize,
+    mut ours: impl FnMut() -> anyhow::Result<Duration>,
+    mut baseline: impl FnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    ours()?;
+    baseline()?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        a.push(ours()?);
+        b.push(baseline()?);
+    }
+    Ok((a, b))
+}
+
+/// Wall time of a command that must succeed.
+fn timed(command: &mut Command) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("starting a benchmark command")?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+fn xtask() -> anyhow::Result<Command> {
+    Ok(Command::new(
+        std::env::current_exe().context("finding the xtask binary")?,
+    ))
+}
+
+pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
+    let mut names = args.names.clone();
+    if names.is_empty() {
+        names = vec![
+            Bench::ValidateParallel,
+            Bench::ValidateCached,
+            Bench::PreCommitOneJson,
+            Bench::FetchVerify,
+            Bench::Startup,
+            Bench::BootToSsh,
+        ];
+        if args.slow {
+            names.push(Bench::ColdBuild);
+        }
+    }
+    let n = args.iterations.max(1);
+    let mut rows = Vec::new();
+    for name in names {
+        eprintln!("bench: {name:?} ...");
+        rows.extend(match name {
+            Bench::ValidateParallel => validate_parallel(n)?,
+            Bench::ValidateCached => validate_cached(n)?,
+            Bench::PreCommitOneJson => pre_commit_one_json(sh, n)?,
+            Bench::FetchVerify => fetch_verify(sh)?,
+            Bench::Startup => startup(n)?,
+            Bench::BootToSsh => boot_to_ssh()?,
+            Bench::ColdBuild => cold_build(sh)?,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", render(&rows));
+        eprintln!(
+            "Machine: {} cores, {} GiB memory; {}",
+            cores(),
+            memory_gib(),
+            crate::build::record::now_utc()
+        );
+    }
+    Ok(())
+}
+
+fn render(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let secs = |s: &Stats| {
+                format!(
+                    "{:.3}{u} ({:.3}..{:.3})",
+                    s.median,
+                    s.min,
+                    s.max,
+                    u = r.unit
+                )
+            };
+            vec![
+                r.name.clone(),
+                secs(&r.ours),
+                r.baseline.as_ref().map_or(r.baseline_is.clone(), |b| {
+                    format!("{} {}", secs(b), r.baseline_is)
+                }),
+                r.ratio.map_or("-".into(), |x| format!("{x:.2}")),
+                r.target.clone(),
+                if r.met { "met".into() } else { "MISSED".into() },
+                format!(
+                    "{}{}",
+                    r.iterations,
+                    if r.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.note)
+                    }
+                ),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "bench",
+            "ours median (min..max)",
+            "baseline",
+            "ratio",
+            "target",
+            "verdict",
+            "runs",
+        ],
+        &cells,
+    )
+}
+
+fn ratio_row(
+    name: &str,
+    iterations: usize,
+    ours: &[Duration],
+    base: &[Duration],
+    baseline_is: &str,
+    max_ratio: f64,
+) -> Row {
+    let (o, b) = (stats(ours), stats(base));
+    let ratio = o.median / b.median;
+    Row {
+        name: name.into(),
+        unit: "s",
+        ours: o,
+        baseline: Some(b),
+        baseline_is: baseline_is.into(),
+        ratio: Some(ratio),
+        target: format!("ratio <= {max_ratio}"),
+        met: ratio <= max_ratio,
+        iterations,
+        note: String::new(),
+    }
+}
+
+fn absolute_row(
+    name: &str,
+    iterations: usize,
+    ours: &[Duration],
+    limit: Duration,
+    note: &str,
+) -> Row {
+    let o = stats(ours);
+    Row {
+        name: name.into(),
+        unit: "s",
+        ours: o,
+        baseline: None,
+        baseline_is: "-".into(),
+        ratio: None,
+        target: format!("< {} ms", limit.as_millis()),
+        met: o.median < limit.as_secs_f64(),
+        iterations,
+        note: note.into(),
+    }
+}
+
+fn validate_parallel(n: usize) -> anyhow::Result<Vec<Row>> {
+    let (ours, base) = side_by_side(
+        n,
+        || timed(xtask()?.args(["validate", "--no-cache"])),
+        || timed(xtask()?.args(["validate", "--no-cache", "--jobs", "1"])),
+    )?;
+    Ok(vec![ratio_row(
+        "validate-parallel",
+        n,
+        &ours,
+        &base,
+        "(same checks, --jobs 1)",
+        0.6,
+    )])
+}
+
+fn validate_cached(n: usize) -> anyhow::Result<Vec<Row>> {
+    // The uncached run also refreshes the cache, so the next cached run is a hit.
+    let (ours, base) = side_by_side(
+        n,
+        || timed(xtask()?.arg("validate")),
+        || timed(xtask()?.args(["validate", "--no-cache"])),
+    )?;
+    Ok(vec![ratio_row(
+        "validate-cached",
+        n,
+        &ours,
+        &base,
+        "(first run, --no-cache)",
+        0.1,
+    )])
+}
+
+fn pre_commit_one_json(sh: &Shell, n: usize) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir().context("making a temporary repository")?;
+    let repo = dir.path();
+    let capi = workspace::capi_dir();
+    let copy = repo.join("images");
+    std::fs::create_dir_all(&copy)?;
+    cmd!(sh, "cp -a {capi} {copy}/").quiet().run()?;
+    let _dir = sh.push_dir(repo);
+    cmd!(sh, "git init -q").quiet().run()?;
+    cmd!(sh, "git add -A").quiet().run()?;
+    cmd!(
+        sh,
+        "git -c user.email=bench@localhost -c user.name=bench commit -q -m base"
+    )
+    .quiet()
+    .run()?;
+    // One real change to one var file, staged.
+    let file = "images/capi/packer/config/cni.json";
+    let mut vars: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join(file))?)?;
+    vars["cni_version"] = "v0.0.1".into();
+    std::fs::write(repo.join(file), crate::json_text::canonical(&vars))?;
+    cmd!(sh, "git add {file}").quiet().run()?;
+    let mut samples = Vec::new();
+    timed(
+        xtask()?
+            .args(["pre-commit", "--no-cache", "--root"])
+            .arg(repo),
+    )?;
+    for _ in 0..n {
+        samples.push(timed(
+            xtask()?
+                .args(["pre-commit", "--no-cache", "--root"])
+                .arg(repo),
+        )?);
+    }
+    Ok(vec![absolute_row(
+        "pre-commit-one-json",
+        n,
+        &samples,
+        Duration::from_secs(1),
+        "uncached",
+    )])
+}
+
+fn startup(n: usize) -> anyhow::Result<Vec<Row>> {
+    let root = workspace::project_root();
+    let mut via_cargo = Vec::new();
+    let mut direct = Vec::new();
+    timed(
+        Command::new("cargo")
+            .args(["xtask", "--help"])
+            .current_dir(&root),
+    )?;
+    for _ in 0..n {
+        via_cargo.push(timed(
+            Command::new("cargo")
+                .args(["xtask", "--help"])
+                .current_dir(&root),
+        )?);
+        direct.push(timed(xtask()?.arg("--help"))?);
+    }
+    Ok(vec![
+        absolute_row(
+            "startup: cargo xtask --help",
+            n,
+            &via_cargo,
+            Duration::from_millis(150),
+            "warm",
+        ),
+        absolute_row(
+            "startup: xtask --help",
+            n,
+            &direct,
+            Duration::from_millis(20),
+            "warm",
+        ),
+    ])
+}
+
+/// Peak resident memory (KiB) and wall time of a command, from wait4(2).
+fn timed_with_rss(command: &mut Command) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a benchmark command")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child; std never waits for it (we do not call wait).
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let took = started.elapsed();
+    if waited < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{command:?} failed (status {status})");
+    }
+    Ok((took, usage.ru_maxrss as u64))
+}
+
+fn fetch_verify(sh: &Shell) -> anyhow::Result<Vec<Row>> {
+    const GIB: usize = 1 << 30;
+    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
+        .context("making a bench directory")?;
+    let base = base.path();
+    let version = "4081.2.0";
+    let image_name = "flatcar_production_qemu_image.img";
+    let release = base.join("www/stable/amd64-usr").join(version);
+    std::fs::create_dir_all(&release)?;
+    let image = release.join(image_name);
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&image)?);
+        let mut block = vec![0u8; 1 << 20];
+        for (i, b) in block.iter_mut().enumerate() {
+            *b = (i * 31 % 251) as u8;
+        }
+        for i in 0..(GIB >> 20) as u32 {
+            block[..4].copy_from_slice(&i.to_le_bytes());
+            out.write_all(&block)?;
+        }
+    }
+    let home = tempfile::Builder::new()
+        .prefix("bench-gpg")
+        .tempdir_in("/tmp")?;
+    let home_path = home.path();
+    let gpg = |args: &[&str]| {
+        cmd!(sh, "gpg --homedir {home_path} --batch --no-tty --passphrase '' --pinentry-mode loopback {args...}").quiet().read()
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "Bench <bench@localhost>",
+        "ed25519",
+        "sign",
+        "never",
+    ])?;
+    let sig = release.join(format!("{image_name}.sig"));
+    gpg(&[
+        "--detach-sign",
+        "--output",
+        &sig.display().to_string(),
+        &image.display().to_string(),
+    ])?;
+    let key = base.join("key.asc");
+    std::fs::write(&key, gpg(&["--armor", "--export", "bench@localhost"])?)?;
+    let keyring = base.join("keyring.gpg");
+    gpg(&[
+        "--output",
+        &keyring.display().to_string(),
+        "--export",
+        "bench@localhost",
+    ])?;
+    let _ = cmd!(sh, "gpgconf --homedir {home_path} --kill gpg-agent")
+        .quiet()
+        .run();
+    let sha512 = crate::flatcar::cache::sha512_file(&image)?;
+    std::fs::write(
+        release.join(format!("{image_name}.DIGESTS")),
+        format!("# SHA512 HASH\n{sha512}  {image_name}\n"),
+    )?;
+    std::fs::write(release.join("version.txt"), format!("FLATCAR_VERSION={version}\nFLATCAR_VERSION_ID={version}\nFLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\n"))?;
+
+    let server = FileServer::start(&base.join("www"))?;
+    let url = format!("{}/stable/amd64-usr/{version}/{image_name}", server.url());
+    let cache = base.join("cache");
+    let fetch = || -> anyhow::Result<Command> {
+        let mut c = xtask()?;
+        c.args([
+            "fetch-image",
+            "stable",
+            version,
+            "--quiet",
+            "--release-server",
+        ])
+        .arg(format!("{}/{{channel}}", server.url()))
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--cache-dir")
+        .arg(&cache);
+        Ok(c)
+    };
+    let copy = base.join("curl.img");
+    let iterations = 3;
+    let mut peak_kib = 0;
+    let (ours, baseline) = side_by_side(
+        iterations,
+        || {
+            let _ = std::fs::remove_dir_all(&cache);
+            let (took, rss) = timed_with_rss(&mut fetch()?)?;
+            peak_kib = peak_kib.max(rss);
+            Ok(took)
+        },
+        || {
+            let _ = std::fs::remove_file(&copy);
+            let started = Instant::now();
+            timed(
+                Command::new("curl")
+                    .args(["-sf", "-o"])
+                    .arg(&copy)
+                    .arg(&url),
+            )?;
+            timed(Command::new("sha512sum").arg(&copy))?;
+            timed(
+                Command::new("gpgv")
+                    .arg("--keyring")
+                    .arg(&keyring)
+                    .arg(&sig)
+                    .arg(&copy),
+            )?;
+            Ok(started.elapsed())
+        },
+    )?;
+    let mut hits = Vec::new();
+    for _ in 0..5 {
+        hits.push(timed(&mut fetch()?)?);
+    }
+    let mut verify = ratio_row(
+        "fetch-verify (1 GiB)",
+        iterations,
+        &ours,
+        &baseline,
+        "(curl + sha512sum + gpgv)",
+        1.25,
+    );
+    verify.note = "slow: 3 runs".into();
+    let peak_mib = peak_kib as f64 / 1024.0;
+    let rss = Row {
+        name: "fetch-verify peak memory".into(),
+        unit: "MiB",
+        ours: Stats {
+            min: peak_mib,
+            median: peak_mib,
+            max: peak_mib,
+        },
+        baseline: None,
+        baseline_is: "-".into(),
+        ratio: None,
+        target: "< 64 MiB".into(),
+        met: peak_kib < 64 * 1024,
+        iterations,
+        note: "peak RSS of fetch-image".into(),
+    };
+    Ok(vec![
+        verify,
+        rss,
+        absolute_row(
+            "fetch-verify cache hit",
+            5,
+            &hits,
+            Duration::from_millis(50),
+            "whole process",
+        ),
+    ])
+}
+
+fn boot_to_ssh() -> anyhow::Result<Vec<Row>> {
+    let out = xtask()?
+        .args(["rehearse-guest", "--json"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("`cargo xtask rehearse-guest` failed; its report is above");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading the rehearse-guest report")?;
+    let boots: Vec<Duration> = report["boots"]
+        .as_array()
+        .context("the report has no boots")?
+        .iter()
+        .filter_map(|b| b["boot_to_ssh_seconds"].as_f64())
+        .map(Duration::from_secs_f64)
+        .collect();
+    let old_flow = Duration::from_secs(180);
+    let o = stats(&boots);
+    Ok(vec![Row {
+        name: "boot-to-ssh".into(),
+        unit: "s",
+        ours: o,
+        baseline: Some(stats(&[old_flow])),
+        baseline_is: "(constant: the old flow's boot_wait)".into(),
+        ratio: Some(o.median / old_flow.as_secs_f64()),
+        target: "reported".into(),
+        met: true,
+        iterations: boots.len(),
+        note: "slow: the rehearse-guest boots, TCG".into(),
+    }])
+}
+
+fn cold_build(sh: &Shell) -> anyhow::Result<Vec<Row>> {
+    let target = tempfile::tempdir().context("making a clean target directory")?;
+    let target_path = target.path();
+    let root = workspace::project_root();
+    let _dir = sh.push_dir(&root);
+    let tree = cmd!(sh, "cargo tree -p xtask -e normal --prefix none")
+        .quiet()
+        .read()?;
+    let mut crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    crates.sort();
+    crates.dedup();
+    let started = Instant::now();
+    cmd!(sh, "cargo build -q -p xtask --target-dir {target_path}")
+        .quiet()
+        .run()?;
+    let took = started.elapsed();
+    Ok(vec![Row {
+        name: "cold-build".into(),
+        unit: "s",
+        ours: stats(&[took]),
+        baseline: None,
+        baseline_is: "-".into(),
+        ratio: None,
+        target: "reported".into(),
+        met: true,
+        iterations: 1,
+        note: format!("{} crates", crates.len()),
+    }])
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn memory_gib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| (kib + (1 << 19)) >> 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_take_the_middle_sample() {
+        let s = stats(&[
+            Duration::from_millis(30),
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+        ]);
+        assert_eq!((s.min, s.median, s.max), (0.01, 0.02, 0.03));
+    }
+
+    #[test]
+    fn ratio_rows_judge_against_the_target() {
+        let fast = [Duration::from_millis(50)];
+        let slow = [Duration::from_millis(100)];
+        assert!(ratio_row("x", 1, &fast, &slow, "", 0.6).met);
+        assert!(!ratio_row("x", 1, &slow, &fast, "", 0.6).met);
+        assert!(absolute_row("x", 1, &fast, Duration::from_millis(60), "").met);
+    }
+}

@@ -1,0 +1,212 @@
+//! `cargo xtask boxes`: the Flatcar boxes this tool made, with their libvirt volumes
+//! and VMs, and `--cleanup` to remove them. Boxes it did not name are never touched.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use crate::build::record::BuildRecord;
+use crate::vm::vagrant::{self, Machine};
+use crate::{table, workspace};
+
+#[derive(clap::Args, Debug)]
+pub struct BoxesArgs {
+    /// Halt and destroy the VMs, then remove the boxes, their libvirt volumes and
+    /// their local .box files (all of this tool's boxes, or CHANNEL VERSION's).
+    #[arg(long)]
+    cleanup: bool,
+    /// Only the boxes of this channel (with --cleanup).
+    #[arg(requires = "cleanup")]
+    channel: Option<String>,
+    /// Only the box of this version (with --cleanup and CHANNEL).
+    #[arg(requires = "channel")]
+    version: Option<String>,
+    /// The libvirt storage pool vagrant-libvirt keeps box volumes in.
+    #[arg(long, default_value = "default")]
+    pool: String,
+}
+
+/// What is known about one box.
+struct BoxState {
+    name: String,
+    channel: String,
+    version: String,
+    volumes: Vec<String>,
+    machines: Vec<Machine>,
+    box_files: Vec<PathBuf>,
+}
+
+pub fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
+    if let Some(channel) = &args.channel {
+        let probe = vagrant::box_name(channel, args.version.as_deref().unwrap_or("0.0.0"));
+        if vagrant::parse_box_name(&probe).is_none() {
+            bail!(
+                "`{channel} {}` does not name a box this tool makes (flatcar-<{}>-<MAJOR.MINOR.PATCH>); nothing was touched",
+                args.version.as_deref().unwrap_or(""),
+                vagrant::CHANNELS.join("|")
+            );
+        }
+    }
+    let boxes = collect(sh, &args.pool)?;
+    let selected: Vec<&BoxState> = boxes
+        .iter()
+        .filter(|b| args.channel.as_ref().is_none_or(|c| *c == b.channel))
+        .filter(|b| args.version.as_ref().is_none_or(|v| *v == b.version))
+        .collect();
+
+    if !args.cleanup {
+        let rows: Vec<Vec<String>> = selected
+            .iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    b.channel.clone(),
+                    b.version.clone(),
+                    if b.volumes.is_empty() {
+                        "-".into()
+                    } else {
+                        b.volumes.join(", ")
+                    },
+                    if b.machines.is_empty() {
+                        "no VM".into()
+                    } else {
+                        b.machines
+                            .iter()
+                            .map(|m| m.state.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table::render(
+                &["box", "channel", "version", "libvirt volume", "vm"],
+                &rows
+            )
+        );
+        if rows.is_empty() {
+            eprintln!("No Flatcar boxes made by this tool are known to vagrant.");
+        }
+        return Ok(());
+    }
+
+    if selected.is_empty() {
+        eprintln!("No matching Flatcar boxes to clean up.");
+    }
+    for b in selected {
+        for machine in &b.machines {
+            let id = &machine.id;
+            eprintln!("{}: destroying VM {id} ({})", b.name, machine.state);
+            cmd!(sh, "vagrant destroy --force {id}")
+                .run()
+                .with_context(|| format!("destroying VM {id}"))?;
+        }
+        let name = &b.name;
+        eprintln!("{name}: removing the box");
+        cmd!(sh, "vagrant box remove --force --all {name}")
+            .run()
+            .with_context(|| format!("removing box {name}"))?;
+        let pool = &args.pool;
+        let uri = vagrant::libvirt_uri();
+        for volume in &b.volumes {
+            eprintln!("{name}: deleting libvirt volume {volume}");
+            cmd!(sh, "virsh -c {uri} vol-delete --pool {pool} {volume}")
+                .run()
+                .with_context(|| format!("deleting libvirt volume {volume}"))?;
+        }
+        for file in &b.box_files {
+            eprintln!("{name}: deleting {}", file.display());
+            std::fs::remove_file(file).with_context(|| format!("deleting {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// This tool's boxes as vagrant, libvirt and images/capi/output know them.
+fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
+    let listed = cmd!(sh, "vagrant box list")
+        .quiet()
+        .read()
+        .context("listing vagrant boxes")?;
+    let uri = vagrant::libvirt_uri();
+    let volumes = match cmd!(sh, "virsh -c {uri} vol-list --pool {pool}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+    {
+        Ok(out) => vagrant::parse_vol_list(&out),
+        Err(_) => {
+            eprintln!(
+                "warning: libvirt ({uri}, pool {pool}) did not answer; volumes are not listed"
+            );
+            Vec::new()
+        }
+    };
+    let machines = vagrant::parse_global_status(
+        &cmd!(sh, "vagrant global-status --prune")
+            .quiet()
+            .read()
+            .unwrap_or_default(),
+    );
+    let outputs = output_dirs();
+
+    let mut boxes: Vec<BoxState> = Vec::new();
+    for (name, provider) in vagrant::parse_box_list(&listed) {
+        let Some((channel, version)) = vagrant::parse_box_name(&name) else {
+            continue;
+        };
+        if provider != "libvirt" || boxes.iter().any(|b| b.name == name) {
+            continue;
+        }
+        let ours: Vec<&(PathBuf, BuildRecord)> = outputs
+            .iter()
+            .filter(|(_, r)| r.channel == channel && r.version == version)
+            .collect();
+        boxes.push(BoxState {
+            volumes: vagrant::box_volumes(&volumes, &name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            machines: machines
+                .iter()
+                .filter(|m| {
+                    ours.iter()
+                        .any(|(dir, _)| dir.join("vagrant") == std::path::Path::new(&m.directory))
+                })
+                .cloned()
+                .collect(),
+            box_files: ours.iter().flat_map(|(dir, _)| box_files(dir)).collect(),
+            channel: channel.to_owned(),
+            version: version.to_owned(),
+            name,
+        });
+    }
+    Ok(boxes)
+}
+
+/// Every finished build under images/capi/output, with its record.
+fn output_dirs() -> Vec<(PathBuf, BuildRecord)> {
+    let root = workspace::capi_dir().join("output");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| BuildRecord::read(&e.path()).ok().map(|r| (e.path(), r)))
+        .collect()
+}
+
+fn box_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "box"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

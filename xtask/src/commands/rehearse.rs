@@ -1,0 +1,266 @@
+//! `cargo xtask rehearse`: the whole `build-flatcar` + `verify-vagrant` pipeline, for
+//! real, on a machine that cannot reach Flatcar, Kubernetes or PyPy. A Flatcar-shaped
+//! guest and a loopback mirror stand in for the release server and the download
+//! sites; the build reaches them only through the options an air-gapped user has
+//! (`--release-server`, `--signing-key`, `--mirror-config`). The box is verified
+//! with vagrant-libvirt inside a private network namespace, so no bridge, dnsmasq or
+//! libvirtd of the rehearsal ever touches the host.
+
+use std::ffi::OsString;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use xshell::Shell;
+
+use crate::commands::build_flatcar::{self, BuildArgs, Provider};
+use crate::testbed::{self, guest, mirror, server};
+use crate::vm::libvirt_namespace::LibvirtNamespace;
+use crate::{error::Exit, table, vm::streaming, workspace};
+
+/// A fault the rehearsal can inject, to prove the build stops the way it should.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// The mirror serves the image with one byte flipped after signing: the build
+    /// must stop before booting anything and leave nothing in the cache.
+    TamperedImage,
+    /// The mirror serves a kubeadm that does not match its checksum file: an Ansible
+    /// task fails inside the guest, and the build must name it and leave no output.
+    CorruptDownload,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RehearseArgs {
+    /// Build the guest even when one for the current recipe is cached.
+    #[arg(long)]
+    rebuild_guest: bool,
+    /// Inject this fault; the command then fails the way the build fails.
+    #[arg(long, value_enum)]
+    fault: Option<Fault>,
+    /// Build only; do not boot the box with vagrant-libvirt.
+    #[arg(long)]
+    no_verify: bool,
+    /// Keep the rehearsal's output directory under images/capi/output.
+    #[arg(long)]
+    keep_output: bool,
+}
+
+/// Lets the rehearsal parse `build-flatcar`'s own command line.
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct BuildCommandLine {
+    #[command(flatten)]
+    args: BuildArgs,
+}
+
+pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the rehearsal needs root: it builds a guest with debootstrap and runs libvirtd in its own namespaces");
+    }
+    let mut steps: Vec<Vec<String>> = Vec::new();
+    let mut step = |name: &str, result: &str, started: Instant| {
+        steps.push(vec![
+            name.to_owned(),
+            result.to_owned(),
+            format!("{:.1}s", started.elapsed().as_secs_f64()),
+        ]);
+    };
+
+    let started = Instant::now();
+    let (guest, provenance) = guest::build_or_reuse(sh, args.rebuild_guest)?;
+    let how = match provenance {
+        guest::Provenance::Reused => "reused",
+        guest::Provenance::Built { .. } => "built",
+    };
+    step("guest image", how, started);
+
+    let started = Instant::now();
+    let run_dir = testbed::cache_dir().join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let downloads =
+        mirror::Downloads::from_vars(&build_flatcar::rendered_variables(Provider::Qemu)?)?;
+    let mirror = mirror::build(sh, &run_dir.join("mirror"), &guest, "stable", &downloads)?;
+    if let Some(fault) = args.fault {
+        inject(&mirror, fault)?;
+    }
+    let server = server::FileServer::start(&mirror.root)?;
+    let mirror_config = run_dir.join("mirror-config.json");
+    let config = mirror.mirror_config(&server.url_for_guest())?;
+    std::fs::write(
+        &mirror_config,
+        serde_json::to_string_pretty(&config)? + "\n",
+    )
+    .with_context(|| format!("writing {}", mirror_config.display()))?;
+    step(
+        "loopback mirror",
+        &format!(
+            "{} files on {}, signed by {}",
+            mirror.files.len(),
+            server.url(),
+            mirror.signing_key_fingerprint
+        ),
+        started,
+    );
+
+    let command_line: Vec<OsString> = [
+        mirror.channel.as_str(),
+        testbed::FLATCAR_VERSION,
+        "--release-server",
+        &mirror.release_server(&server.url()),
+        "--signing-key",
+        &mirror.signing_key.display().to_string(),
+        "--cache-dir",
+        &run_dir.join("cache").display().to_string(),
+        "--mirror-config",
+        &mirror_config.display().to_string(),
+        "--accelerator",
+        "tcg",
+        "--force",
+        "--no-verify",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    eprintln!(
+        "rehearse: cargo xtask build-flatcar {}",
+        command_line
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let build_args = BuildCommandLine::try_parse_from(&command_line)
+        .context("the rehearsal's build-flatcar command line")?
+        .args;
+    let started = Instant::now();
+    let built = build_flatcar::run(sh, &build_args);
+    let output_dir = workspace::capi_dir()
+        .join("output")
+        .join(output_name(&build_args)?);
+    if let Err(err) = built {
+        step("build-flatcar", "FAIL", started);
+        print!("{}", table::render(&["step", "result", "time"], &steps));
+        return Err(err);
+    }
+    let served = server.requests();
+    let downloads_served = served
+        .iter()
+        .filter(|r| r.status == 200 || r.status == 206)
+        .count();
+    step(
+        "build-flatcar",
+        &format!("pass ({downloads_served} downloads from the mirror)"),
+        started,
+    );
+
+    let verified = if args.no_verify {
+        step("verify-vagrant", "not run (--no-verify)", Instant::now());
+        Ok(())
+    } else {
+        let started = Instant::now();
+        let result = verify_in_namespace(&run_dir, &output_dir);
+        step(
+            "verify-vagrant",
+            if result.is_ok() { "pass" } else { "FAIL" },
+            started,
+        );
+        step(
+            "kubeadm init, cluster-info, node Ready",
+            "not run in rehearsal (stand-in Kubernetes binaries)",
+            Instant::now(),
+        );
+        result
+    };
+    if !args.keep_output {
+        std::fs::remove_dir_all(&output_dir)
+            .with_context(|| format!("removing {}", output_dir.display()))?;
+    }
+    print!("{}", table::render(&["step", "result", "time"], &steps));
+    verified
+}
+
+/// The output directory name the build uses for the rehearsal's release.
+fn output_name(build_args: &BuildArgs) -> anyhow::Result<String> {
+    let vars = build_flatcar::rendered_variables(build_args.provider)?;
+    let semver = vars
+        .get("kubernetes_semver")
+        .context("kubernetes_semver is not set")?;
+    Ok(format!(
+        "flatcar-stable-{}-kube-{semver}",
+        testbed::FLATCAR_VERSION
+    ))
+}
+
+/// Runs `verify-vagrant` on the box in a libvirtd of its own, in a private network
+/// and mount namespace, with a VAGRANT_HOME of its own.
+fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> {
+    let state = run_dir.join("libvirt");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let namespace = LibvirtNamespace::start(&state)?;
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
+    let verify_args: Vec<OsString> = vec![
+        "verify-vagrant".into(),
+        "--output-dir".into(),
+        output_dir.into(),
+        "--no-cluster".into(),
+        "--destroy".into(),
+        "--accelerator".into(),
+        "tcg".into(),
+    ];
+    let (nsenter, argv) = namespace.wrap(&xtask, &verify_args);
+    let vagrant_home: PathBuf = run_dir.join("vagrant.d");
+    let env = [("VAGRANT_HOME", vagrant_home.into_os_string())];
+    let finished = streaming::run(&nsenter, &argv, run_dir, &env, Some("verify"), None)?;
+    drop(namespace);
+    if !finished.success || streaming::interrupted() {
+        eprintln!("error: verify-vagrant failed in the rehearsal namespace");
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+/// Damages the mirror the way `fault` says, after it was signed.
+fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
+    let (suffix, what) = match fault {
+        Fault::TamperedImage => (
+            format!("/{}", mirror::QEMU_IMAGE_NAME),
+            "flipped one byte of",
+        ),
+        Fault::CorruptDownload => ("/kubeadm".to_owned(), "appended a byte to"),
+    };
+    let relative = mirror
+        .files
+        .iter()
+        .find(|f| f.ends_with(&suffix))
+        .with_context(|| format!("the mirror has no file ending in {suffix}"))?;
+    let path = mirror.root.join(relative);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match fault {
+        Fault::TamperedImage => {
+            use std::io::Read;
+            let offset = 1 << 20;
+            let mut byte = [0u8; 1];
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut byte)?;
+            file.seek(SeekFrom::Start(offset))?;
+            file.write_all(&[byte[0] ^ 0xff])?;
+        }
+        Fault::CorruptDownload => {
+            file.seek(SeekFrom::End(0))?;
+            file.write_all(b"\n")?;
+        }
+    }
+    eprintln!("rehearse: fault injected: {what} {relative}");
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The library behind `cargo xtask`: everything the subcommands, the integration
+//! tests, the benchmarks and the rehearsal share. Subcommands live in `commands`;
+//! the folders below it are concepts (the release feed, the network, the Packer
+//! model, the checks engine, VMs, the toolchain, the test bed); the single files
+//! are small pieces every layer may use.
+
+pub mod build;
+pub mod checks;
+pub mod commands;
+pub mod error;
+pub mod flatcar;
+pub mod json_text;
+pub mod net;
+pub mod packer;
+pub mod table;
+pub mod testbed;
+pub mod toolchain;
+pub mod vm;
+pub mod workspace;

@@ -1,0 +1,6 @@
+//! Generic network trust: an HTTP client with retries, resume and progress
+//! (`download`), and OpenPGP signature checks bound to a pinned primary key
+//! (`openpgp`). Flatcar releases and HashiCorp's releases both use them.
+
+pub mod download;
+pub mod openpgp;
