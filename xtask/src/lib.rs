@@ -11,6 +11,7 @@ pub mod error;
 pub mod flatcar;
 pub mod json_text;
 pub mod net;
+pub mod output;
 pub mod packer;
 pub mod table;
 pub mod testbed;

@@ -16,6 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::output::Format;
 use crate::toolchain::tools::{self, Probe, Status};
 use crate::{error::Exit, table, workspace};
 
@@ -53,13 +54,6 @@ impl CheckOptions {
                 .with_context(|| format!("--root {}", dir.display())),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
 }
 
 /// One thing a check found wrong, where it is when that is known.

@@ -14,6 +14,7 @@ use crate::flatcar::{
 };
 use crate::net::download::ProgressStyle;
 use crate::net::openpgp;
+use crate::output::Format;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -87,12 +88,6 @@ pub struct FetchImageArgs {
         default_value = "text"
     )]
     pub format: Format,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 impl FetchImageArgs {
