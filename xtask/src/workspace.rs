@@ -15,9 +15,20 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The image definitions, in the upstream image-builder layout, relative to the root.
+pub const CAPI: &str = "images/capi";
+
+/// Where finished builds go (one directory each), relative to the root.
+pub const OUTPUT: &str = "images/capi/output";
+
 /// The image definitions, in the upstream image-builder layout.
 pub fn capi_dir() -> PathBuf {
-    project_root().join("images").join("capi")
+    project_root().join(CAPI)
+}
+
+/// Where finished builds go: one directory each, plus `.work/` while one runs.
+pub fn output_dir() -> PathBuf {
+    project_root().join(OUTPUT)
 }
 
 /// A shell whose working directory is the repository root.

@@ -169,5 +169,6 @@ fn missing_linters_are_not_run_and_only_a_required_one_fails_the_run() {
         "{}",
         both(&out)
     );
-    assert!(stdout(&out).contains("NOT RUN"));
+    assert!(stderr(&out).contains("NOT RUN"), "{}", both(&out));
+    assert_eq!(stdout(&out), "", "the table is for people: on stderr");
 }

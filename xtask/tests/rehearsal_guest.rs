@@ -39,10 +39,10 @@ fn rehearsal_guest_behaves_like_flatcar_and_runs_ansible_with_its_pypy() {
     ansible_runs_on_the_guest(&report, work.path());
 }
 
-/// Runs `cargo xtask rehearse-guest --json` and checks its report.
+/// Runs `cargo xtask rehearse-guest --format json` and checks its report.
 fn rehearse_guest() -> Value {
     let output = support::xtask()
-        .args(["rehearse-guest", "--json"])
+        .args(["rehearse-guest", "--format", "json"])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();

@@ -78,8 +78,14 @@ fn assert_no_half_output() {
 fn the_whole_pipeline_builds_and_verifies_a_box() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = rehearse(&["--keep-output"]);
-    let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = stderr(&out);
+    // The summary table is for people: on stderr, with everything else.
+    let table = stderr(&out);
+    let err = table.clone();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "stdout is data only"
+    );
     assert!(
         out.status.success(),
         "rehearse failed:\n{table}\n{}",

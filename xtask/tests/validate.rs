@@ -288,8 +288,13 @@ fn a_missing_tool_makes_its_check_not_run_with_an_install_hint() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
     assert!(
-        checks_support::stdout(&out).contains("NOT RUN"),
+        stderr(&out).contains("NOT RUN"),
         "still reported as not run, never as passed"
+    );
+    assert_eq!(
+        checks_support::stdout(&out),
+        "",
+        "the table is for people: stdout carries data only"
     );
 }
 

@@ -14,10 +14,13 @@ pub struct BuildKey {
     pub public_key: String,
 }
 
+/// The private key's file name in the directory it is made in; the public key adds `.pub`.
+pub const PRIVATE_KEY_FILE: &str = "id_ed25519";
+
 /// Makes a new ed25519 key pair as `dir/id_ed25519` (mode 0600) and `.pub`.
 pub fn generate(sh: &Shell, dir: &Path, comment: &str) -> anyhow::Result<BuildKey> {
-    let private_key = dir.join("id_ed25519");
-    let public_path = dir.join("id_ed25519.pub");
+    let private_key = dir.join(PRIVATE_KEY_FILE);
+    let public_path = dir.join(format!("{PRIVATE_KEY_FILE}.pub"));
     for stale in [&private_key, &public_path] {
         if stale.exists() {
             std::fs::remove_file(stale)

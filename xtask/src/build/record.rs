@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::build::plan::{Plan, Recipe};
 use crate::vm::accelerator::Accelerator;
 
 /// The name of the record in an output directory.
@@ -23,16 +24,13 @@ pub struct Artifact {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRecord {
-    pub channel: String,
-    pub version: String,
-    pub arch: String,
-    pub provider: String,
-    pub kubernetes_semver: String,
-    pub containerd_version: String,
-    pub cni_version: String,
+    /// What was built, as the plan said.
+    #[serde(flatten)]
+    pub recipe: Recipe,
+    /// The accelerator the build's VM ran with, and the box's VM runs with by default.
     pub accelerator: Accelerator,
-    /// The verified Flatcar image the build started from.
-    pub base_image: Artifact,
+    /// The verified Flatcar image the build started from (none for an AMI).
+    pub base_image: Option<Artifact>,
     pub outputs: Vec<Artifact>,
     /// The public half of the build's key, which sysprep must have removed.
     pub build_ssh_public_key: String,
@@ -42,7 +40,30 @@ pub struct BuildRecord {
     pub finished: String,
 }
 
+/// What only the finished build knows.
+pub struct Finished {
+    pub base_image: Option<Artifact>,
+    pub outputs: Vec<Artifact>,
+    pub build_ssh_public_key: String,
+    pub tools: BTreeMap<String, String>,
+    pub started: String,
+}
+
 impl BuildRecord {
+    /// The record of a build that ran `plan` and finished now.
+    pub fn new(plan: &Plan, finished: Finished) -> BuildRecord {
+        BuildRecord {
+            recipe: plan.recipe.clone(),
+            accelerator: plan.accelerator.unwrap_or(Accelerator::Tcg),
+            base_image: finished.base_image,
+            outputs: finished.outputs,
+            build_ssh_public_key: finished.build_ssh_public_key,
+            tools: finished.tools,
+            started: finished.started,
+            finished: now_utc(),
+        }
+    }
+
     pub fn read(output_dir: &Path) -> anyhow::Result<BuildRecord> {
         let path = output_dir.join(FILE_NAME);
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -71,22 +92,25 @@ pub fn now_utc() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::plan::Provider;
 
     #[test]
     fn record_round_trips() {
         let record = BuildRecord {
-            channel: "stable".into(),
-            version: "4081.2.0".into(),
-            arch: "amd64".into(),
-            provider: "qemu".into(),
-            kubernetes_semver: "v1.36.1".into(),
-            containerd_version: "2.1.4".into(),
-            cni_version: "1.8.0".into(),
+            recipe: Recipe {
+                channel: "stable".into(),
+                version: "4081.2.0".into(),
+                arch: "amd64".into(),
+                provider: Provider::Qemu,
+                kubernetes_semver: "v1.36.1".into(),
+                containerd_version: "2.1.4".into(),
+                cni_version: "1.8.0".into(),
+            },
             accelerator: Accelerator::Tcg,
-            base_image: Artifact {
+            base_image: Some(Artifact {
                 file: "flatcar_production_qemu_image.img".into(),
                 sha512: "ab".into(),
-            },
+            }),
             outputs: vec![Artifact {
                 file: "flatcar-stable-4081.2.0-kube-v1.36.1".into(),
                 sha512: "cd".into(),

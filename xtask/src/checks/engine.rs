@@ -629,8 +629,8 @@ struct Report<'a> {
     checks: &'a [CheckResult],
 }
 
-/// Prints the results (text: problems on stderr, the table on stdout; json: one
-/// document on stdout) and turns them into the exit status.
+/// Prints the results (text: problems and the table on stderr, for people; json:
+/// one document on stdout) and turns them into the exit status.
 pub fn report(
     command: &str,
     root: &Path,
@@ -664,7 +664,7 @@ pub fn report(
                 eprint!("{details}");
                 eprintln!();
             }
-            print!("{}", render_table(results));
+            eprint!("{}", render_table(results));
             let cached = results.iter().filter(|r| r.cached).count();
             let mut summary = format!("{command}: {} passed", count(Verdict::Pass));
             if cached > 0 {

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// Where the image definitions are, relative to the root.
-pub const CAPI: &str = "images/capi";
+/// Where the image definitions are, relative to the root (one definition, in `workspace`).
+pub use crate::workspace::CAPI;
+use crate::workspace::OUTPUT;
 
 /// Directories never walked: version control, build products, local state.
 const SKIPPED_DIRS: &[&str] = &[
     ".git",
     "target",
     ".local",
-    "images/capi/output",
+    OUTPUT,
     ".vagrant",
     "node_modules",
 ];

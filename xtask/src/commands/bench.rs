@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
+use crate::output::Format;
 use crate::testbed::server::FileServer;
 use crate::{table, workspace};
 
@@ -44,9 +45,9 @@ pub struct BenchArgs {
     /// Also run cold-build (minutes).
     #[arg(long)]
     slow: bool,
-    /// Print the results as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    /// How to report: a table on stderr for people, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// Min, median and max of one series, in the row's unit.
@@ -154,10 +155,10 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::ColdBuild => cold_build(sh)?,
         });
     }
-    if args.json {
+    if args.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", render(&rows));
+        eprint!("{}", render(&rows));
         eprintln!(
             "Machine: {} cores, {} GiB memory; {}",
             cores(),
@@ -552,7 +553,7 @@ fn fetch_verify(sh: &Shell) -> anyhow::Result<Vec<Row>> {
 
 fn boot_to_ssh() -> anyhow::Result<Vec<Row>> {
     let out = xtask()?
-        .args(["rehearse-guest", "--json"])
+        .args(["rehearse-guest", "--format", "json"])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

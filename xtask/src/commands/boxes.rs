@@ -1,12 +1,15 @@
 //! `cargo xtask boxes`: the Flatcar boxes this tool made, with their libvirt volumes
-//! and VMs, and `--cleanup` to remove them. Boxes it did not name are never touched.
+//! and VMs (a table on stderr, or `--format json` on stdout), and `--cleanup` to
+//! remove them. Boxes it did not name are never touched.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use crate::build::record::BuildRecord;
+use crate::flatcar::release::{Channel, Version};
+use crate::output::Format;
 use crate::vm::vagrant::{self, Machine};
 use crate::{table, workspace};
 
@@ -16,81 +19,40 @@ pub struct BoxesArgs {
     /// their local .box files (all of this tool's boxes, or CHANNEL VERSION's).
     #[arg(long)]
     cleanup: bool,
-    /// Only the boxes of this channel (with --cleanup).
+    /// Only the boxes of this channel: alpha, beta, stable or lts (with --cleanup).
     #[arg(requires = "cleanup")]
-    channel: Option<String>,
-    /// Only the box of this version (with --cleanup and CHANNEL).
+    channel: Option<Channel>,
+    /// Only the box of this version, MAJOR.MINOR.PATCH (with --cleanup and CHANNEL).
     #[arg(requires = "channel")]
-    version: Option<String>,
+    version: Option<Version>,
     /// The libvirt storage pool vagrant-libvirt keeps box volumes in.
     #[arg(long, default_value = "default")]
     pool: String,
+    /// How to list the boxes: a table on stderr, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// What is known about one box.
 struct BoxState {
     name: String,
-    channel: String,
-    version: String,
+    channel: Channel,
+    version: Version,
     volumes: Vec<String>,
     machines: Vec<Machine>,
     box_files: Vec<PathBuf>,
 }
 
 pub fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
-    if let Some(channel) = &args.channel {
-        let probe = vagrant::box_name(channel, args.version.as_deref().unwrap_or("0.0.0"));
-        if vagrant::parse_box_name(&probe).is_none() {
-            bail!(
-                "`{channel} {}` does not name a box this tool makes (flatcar-<{}>-<MAJOR.MINOR.PATCH>); nothing was touched",
-                args.version.as_deref().unwrap_or(""),
-                vagrant::CHANNELS.join("|")
-            );
-        }
-    }
     let boxes = collect(sh, &args.pool)?;
     let selected: Vec<&BoxState> = boxes
         .iter()
-        .filter(|b| args.channel.as_ref().is_none_or(|c| *c == b.channel))
-        .filter(|b| args.version.as_ref().is_none_or(|v| *v == b.version))
+        .filter(|b| args.channel.is_none_or(|c| c == b.channel))
+        .filter(|b| args.version.is_none_or(|v| v == b.version))
         .collect();
 
     if !args.cleanup {
-        let rows: Vec<Vec<String>> = selected
-            .iter()
-            .map(|b| {
-                vec![
-                    b.name.clone(),
-                    b.channel.clone(),
-                    b.version.clone(),
-                    if b.volumes.is_empty() {
-                        "-".into()
-                    } else {
-                        b.volumes.join(", ")
-                    },
-                    if b.machines.is_empty() {
-                        "no VM".into()
-                    } else {
-                        b.machines
-                            .iter()
-                            .map(|m| m.state.clone())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            table::render(
-                &["box", "channel", "version", "libvirt volume", "vm"],
-                &rows
-            )
-        );
-        if rows.is_empty() {
-            eprintln!("No Flatcar boxes made by this tool are known to vagrant.");
-        }
-        return Ok(());
+        return list(&selected, args.format);
     }
 
     if selected.is_empty() {
@@ -121,6 +83,56 @@ pub fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
             eprintln!("{name}: deleting {}", file.display());
             std::fs::remove_file(file).with_context(|| format!("deleting {}", file.display()))?;
         }
+    }
+    Ok(())
+}
+
+/// The boxes: a table on stderr for people, or JSON on stdout.
+fn list(boxes: &[&BoxState], format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        let json: Vec<serde_json::Value> = boxes
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "box": b.name,
+                    "channel": b.channel.name(),
+                    "version": b.version.to_string(),
+                    "libvirt_volumes": b.volumes,
+                    "vm_states": b.machines.iter().map(|m| &m.state).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = boxes
+        .iter()
+        .map(|b| {
+            let or = |list: Vec<&str>, none: &str| match list.is_empty() {
+                true => none.to_owned(),
+                false => list.join(", "),
+            };
+            vec![
+                b.name.clone(),
+                b.channel.to_string(),
+                b.version.to_string(),
+                or(b.volumes.iter().map(String::as_str).collect(), "-"),
+                or(
+                    b.machines.iter().map(|m| m.state.as_str()).collect(),
+                    "no VM",
+                ),
+            ]
+        })
+        .collect();
+    eprint!(
+        "{}",
+        table::render(
+            &["box", "channel", "version", "libvirt volume", "vm"],
+            &rows
+        )
+    );
+    if rows.is_empty() {
+        eprintln!("No Flatcar boxes made by this tool are known to vagrant.");
     }
     Ok(())
 }
@@ -163,7 +175,9 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
         }
         let ours: Vec<&(PathBuf, BuildRecord)> = outputs
             .iter()
-            .filter(|(_, r)| r.channel == channel && r.version == version)
+            .filter(|(_, r)| {
+                r.recipe.channel == channel.name() && r.recipe.version == version.to_string()
+            })
             .collect();
         boxes.push(BoxState {
             volumes: vagrant::box_volumes(&volumes, &name)
@@ -179,8 +193,8 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
                 .cloned()
                 .collect(),
             box_files: ours.iter().flat_map(|(dir, _)| box_files(dir)).collect(),
-            channel: channel.to_owned(),
-            version: version.to_owned(),
+            channel,
+            version,
             name,
         });
     }
@@ -189,7 +203,7 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
 
 /// Every finished build under images/capi/output, with its record.
 fn output_dirs() -> Vec<(PathBuf, BuildRecord)> {
-    let root = workspace::capi_dir().join("output");
+    let root = workspace::output_dir();
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };

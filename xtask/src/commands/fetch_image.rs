@@ -128,7 +128,8 @@ impl FetchImageArgs {
 
 pub fn run(sh: &Shell, args: &FetchImageArgs) -> anyhow::Result<()> {
     let options = args.fetch_options()?;
-    let image = flatcar::fetch_image(sh, &options)?;
+    let release = flatcar::resolve(&options)?;
+    let image = flatcar::fetch_image(sh, &options, &release)?;
     if !args.quiet {
         eprintln!(
             "Flatcar {} {} ({}, {}): {}",

@@ -15,10 +15,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use xshell::Shell;
 
-use crate::commands::build_flatcar::{self, BuildArgs, Provider};
+use crate::build::plan::{self, Provider};
+use crate::commands::build_flatcar::{self, BuildArgs};
 use crate::testbed::{self, guest, mirror, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
-use crate::{error::Exit, table, vm::streaming, workspace};
+use crate::{error::Exit, table, vm::streaming};
 
 /// A fault the rehearsal can inject, to prove the build stops the way it should.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -84,8 +85,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
             .with_context(|| format!("removing {}", run_dir.display()))?;
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let downloads =
-        mirror::Downloads::from_vars(&build_flatcar::rendered_variables(Provider::Qemu)?)?;
+    let downloads = mirror::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
     let mirror = mirror::build(sh, &run_dir.join("mirror"), &guest, "stable", &downloads)?;
     if let Some(fault) = args.fault {
         inject(&mirror, fault)?;
@@ -140,15 +140,16 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         .context("the rehearsal's build-flatcar command line")?
         .args;
     let started = Instant::now();
-    let built = build_flatcar::run(sh, &build_args);
-    let output_dir = workspace::capi_dir()
-        .join("output")
-        .join(output_name(&build_args)?);
-    if let Err(err) = built {
-        step("build-flatcar", "FAIL", started);
-        print!("{}", table::render(&["step", "result", "time"], &steps));
-        return Err(err);
-    }
+    let built = build_flatcar::plan(sh, &build_args)
+        .and_then(|planned| build_flatcar::build(sh, &build_args, planned));
+    let output_dir = match built {
+        Ok(built) => built.output_dir,
+        Err(err) => {
+            step("build-flatcar", "FAIL", started);
+            eprint!("{}", table::render(&["step", "result", "time"], &steps));
+            return Err(err);
+        }
+    };
     let served = server.requests();
     let downloads_served = served
         .iter()
@@ -182,20 +183,8 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&output_dir)
             .with_context(|| format!("removing {}", output_dir.display()))?;
     }
-    print!("{}", table::render(&["step", "result", "time"], &steps));
+    eprint!("{}", table::render(&["step", "result", "time"], &steps));
     verified
-}
-
-/// The output directory name the build uses for the rehearsal's release.
-fn output_name(build_args: &BuildArgs) -> anyhow::Result<String> {
-    let vars = build_flatcar::rendered_variables(build_args.provider)?;
-    let semver = vars
-        .get("kubernetes_semver")
-        .context("kubernetes_semver is not set")?;
-    Ok(format!(
-        "flatcar-stable-{}-kube-{semver}",
-        testbed::FLATCAR_VERSION
-    ))
 }
 
 /// Runs `verify-vagrant` on the box in a libvirtd of its own, in a private network

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use xshell::Shell;
 
+use crate::output::Format;
 use crate::testbed::boot::{self, BootOptions, RunningGuest};
 use crate::testbed::guest::{self, Provenance};
 use crate::{build::ignition, build::key, error::Exit, table, workspace};
@@ -20,9 +21,9 @@ pub struct RehearseGuestArgs {
     /// Build the guest even when one for the current recipe is cached.
     #[arg(long)]
     rebuild: bool,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    /// How to report: a table on stderr for people, or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 /// One behaviour checked in the booted guest.
@@ -94,13 +95,12 @@ pub fn run(sh: &Shell, args: &RehearseGuestArgs) -> anyhow::Result<()> {
         boots,
         checks,
     };
-    if args.json {
-        println!(
+    match args.format {
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&report).context("encoding the report")?
-        );
-    } else {
-        print!("{}", render(&report));
+        ),
+        Format::Text => eprint!("{}", render(&report)),
     }
     if report.passed {
         Ok(())

@@ -22,6 +22,17 @@ pub struct VerifyArgs {
     /// A build's output directory (default: the newest under images/capi/output).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VerifyOptions,
+    /// The accelerator the box's VM runs with (default: as the build recorded).
+    #[arg(long, value_enum)]
+    pub accelerator: Option<Accelerator>,
+}
+
+/// How the box is booted and checked; `build-flatcar` takes the same options for
+/// the verification it runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyOptions {
     /// Memory for the VM, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub memory: u32,
@@ -35,9 +46,6 @@ pub struct VerifyArgs {
     /// Destroy the VM when done (it is always destroyed when a step fails).
     #[arg(long)]
     pub destroy: bool,
-    /// The accelerator the box's VM runs with (default: as the build recorded).
-    #[arg(long, value_enum)]
-    pub accelerator: Option<Accelerator>,
 }
 
 /// One check run inside the VM through `vagrant ssh -c`.
@@ -112,6 +120,16 @@ fn steps(build_key: &str) -> Vec<Step> {
 }
 
 pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
+    if let Some(exports) = verify(sh, args)? {
+        println!("{exports}");
+        eprintln!("The VM is running: run the exports above, then `vagrant ssh`.");
+    }
+    Ok(())
+}
+
+/// Verifies the box; returns the `export ...` line that leads to the running VM
+/// (`None` once the VM is destroyed).
+pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     let output_dir = match &args.output_dir {
         Some(dir) => dir.clone(),
         None => newest_output_dir()?,
@@ -138,7 +156,7 @@ pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     }
     check_libvirtd(sh)?;
 
-    let box_name = vagrant::box_name(&record.channel, &record.version);
+    let box_name = vagrant::box_name(&record.recipe.channel, &record.recipe.version);
     let work = output_dir.join("vagrant");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let key = key::generate(sh, &work, "flatcar-capi-builder verify")?;
@@ -160,8 +178,8 @@ pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
         private_key: &key.private_key,
         ignition_config: &ignition_path,
         accelerator,
-        memory_mib: args.memory,
-        cpus: args.cpus,
+        memory_mib: args.vm.memory,
+        cpus: args.vm.cpus,
     };
     write_atomically(&vagrantfile, vagrant::render_vagrantfile(&spec).as_bytes())?;
 
@@ -206,7 +224,7 @@ pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     let mut failed = None;
     for step in steps(&record.build_ssh_public_key) {
         let started = Instant::now();
-        if step.cluster && args.no_cluster {
+        if step.cluster && args.vm.no_cluster {
             record_step(step.name, "not run (--no-cluster)", started);
             continue;
         }
@@ -219,7 +237,7 @@ pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    print!("{}", table::render(&["step", "result", "time"], &rows));
+    eprint!("{}", table::render(&["step", "result", "time"], &rows));
 
     if let Some((name, output)) = failed {
         vagrant.destroy();
@@ -229,18 +247,16 @@ pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
         );
         return Err(Exit(1).into());
     }
-    if args.destroy {
+    if args.vm.destroy {
         vagrant.destroy();
-    } else {
-        println!(
-            "export FLATCAR_CHANNEL={} FLATCAR_VERSION={} VAGRANT_VAGRANTFILE={}",
-            record.channel,
-            record.version,
-            vagrantfile.display()
-        );
-        eprintln!("The VM is running: run the exports above, then `vagrant ssh`.");
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(format!(
+        "export FLATCAR_CHANNEL={} FLATCAR_VERSION={} VAGRANT_VAGRANTFILE={}",
+        record.recipe.channel,
+        record.recipe.version,
+        vagrantfile.display()
+    )))
 }
 
 /// vagrant, run in the directory that holds the verify Vagrantfile.
@@ -284,7 +300,7 @@ fn check_libvirtd(sh: &Shell) -> anyhow::Result<()> {
 
 /// The most recently finished build under images/capi/output.
 fn newest_output_dir() -> anyhow::Result<PathBuf> {
-    let root = workspace::capi_dir().join("output");
+    let root = workspace::output_dir();
     let entries = std::fs::read_dir(&root).with_context(|| {
         format!(
             "reading {} (build an image first: `cargo xtask build-flatcar`)",

@@ -44,7 +44,8 @@ pub fn entry_dir(root: &Path, channel: Channel, version: Version, arch: Arch) ->
 }
 
 /// The versions of `channel` for `arch` that have a directory in the cache,
-/// newest first.
+/// newest first: candidates only, since a directory may hold nothing but a lock
+/// or a failed download (the caller checks each entry's record).
 pub fn cached_versions(root: &Path, channel: Channel, arch: Arch) -> Vec<Version> {
     let mut versions: Vec<Version> = std::fs::read_dir(root.join(channel.name()))
         .into_iter()

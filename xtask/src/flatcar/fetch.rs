@@ -1,7 +1,7 @@
 //! Getting one release's QEMU image into the cache, verified: resolve the
-//! version, take a trusted cache entry if there is one, otherwise download the
-//! image once while hashing it and feeding it to the signature check, and only
-//! then move it into place.
+//! release once ([`resolve`]), then take a trusted cache entry if there is one,
+//! otherwise download the image once while hashing it and feeding it to the
+//! signature check, and only then move it into place.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -203,9 +203,82 @@ fn say(opts: &FetchOptions, message: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Resolves the release `opts` names and returns its QEMU image from the cache,
+/// Resolves the release `opts` names, once per run, without downloading the image.
+/// Online: the release server's `version.txt` (the channel's `current`, or the
+/// version asked for, checked to exist). Offline: the cache alone, with the
+/// `version.txt` a verified entry keeps; `current` is the newest release whose
+/// image is trusted there, never a directory left by a failed download.
+pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
+    if !opts.offline {
+        let client = HttpClient::new(opts.retries, opts.progress);
+        let release =
+            resolve_release(&client, &opts.server, opts.channel, opts.version, opts.arch)?;
+        if opts.version == VersionRequest::Current {
+            say(
+                opts,
+                format_args!(
+                    "The current {} release for {} is {}.",
+                    opts.channel, opts.arch, release.version
+                ),
+            );
+        }
+        return Ok(release);
+    }
+    let version = match opts.version {
+        VersionRequest::Exact(version) => version,
+        VersionRequest::Current => {
+            let trust = Trust::new(&opts.signature)?;
+            let version = newest_cached(opts, &trust, opts.variant.image_file_name())?;
+            say(
+                opts,
+                format_args!(
+                    "--offline: using {version}, the newest {} release in the cache",
+                    opts.channel
+                ),
+            );
+            version
+        }
+    };
+    let path =
+        cache::entry_dir(&opts.cache_dir, opts.channel, version, opts.arch).join("version.txt");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_in_cache(opts, version))
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    let release = Release::from_version_txt(&opts.server, opts.channel, opts.arch, text)
+        .with_context(|| format!("{} is not a valid version.txt", path.display()))?;
+    if release.version != version {
+        bail!(
+            "{} says FLATCAR_VERSION={}, not {version}: the cache entry is damaged; \
+             run without --offline to fetch it again",
+            path.display(),
+            release.version
+        );
+    }
+    Ok(release)
+}
+
+fn not_in_cache(opts: &FetchOptions, version: Version) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--offline: Flatcar {} {version} {} ({}) is not in the cache {}; \
+         run without --offline to download it",
+        opts.channel,
+        opts.arch,
+        opts.variant,
+        opts.cache_dir.display()
+    )
+}
+
+/// Returns the QEMU image of `release` (resolved by [`resolve`]) from the cache,
 /// downloading and verifying it first unless a trusted copy is there.
-pub fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedImage> {
+pub fn fetch_image(
+    sh: &Shell,
+    opts: &FetchOptions,
+    release: &Release,
+) -> anyhow::Result<VerifiedImage> {
     if opts.signature == SignaturePolicy::InsecureSkip {
         eprintln!(
             "WARNING: --insecure-skip-signature: the image's OpenPGP signature is NOT checked; \
@@ -216,34 +289,12 @@ pub fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedIm
     let client = HttpClient::new(opts.retries, opts.progress);
     let mut trust = Trust::new(&opts.signature)?;
     let file_name = opts.variant.image_file_name();
-
-    let (version, mut release) = match opts.version {
-        VersionRequest::Exact(version) => (version, None),
-        VersionRequest::Current if opts.offline => {
-            let version = newest_cached(opts, &trust, file_name)?;
-            say(
-                opts,
-                format_args!(
-                    "--offline: using {version}, the newest {} release in the cache",
-                    opts.channel
-                ),
-            );
-            (version, None)
-        }
-        VersionRequest::Current => {
-            let release =
-                resolve_release(&client, &opts.server, opts.channel, opts.version, opts.arch)?;
-            say(
-                opts,
-                format_args!(
-                    "The current {} release for {} is {}.",
-                    opts.channel, opts.arch, release.version
-                ),
-            );
-            (release.version, Some(release))
-        }
-    };
-    let dir = cache::entry_dir(&opts.cache_dir, opts.channel, version, opts.arch);
+    let dir = cache::entry_dir(
+        &opts.cache_dir,
+        release.channel,
+        release.version,
+        release.arch,
+    );
     let image = dir.join(file_name);
 
     let mut miss = cached(opts, &image, &trust)?;
@@ -253,37 +304,20 @@ pub fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedIm
         miss = cached(opts, &image, &trust)?;
     }
     let Some(miss) = miss else {
-        return hit(opts, version, &image);
+        return hit(opts, release, &image);
     };
     if miss != Miss::Absent {
         say(opts, format_args!("Not using the cached image: {miss}."));
     }
     if opts.offline {
-        bail!(
-            "--offline: Flatcar {} {version} {} ({}) is not in the cache {}; \
-             run without --offline to download it",
-            opts.channel,
-            opts.arch,
-            opts.variant,
-            opts.cache_dir.display()
-        );
+        return Err(not_in_cache(opts, release.version));
     }
-    let release = match release.take() {
-        Some(release) => release,
-        None => resolve_release(
-            &client,
-            &opts.server,
-            opts.channel,
-            VersionRequest::Exact(version),
-            opts.arch,
-        )?,
-    };
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = cache::lock_entry(&dir)?;
     // Another run may have filled the entry while we waited for the lock.
     if cached(opts, &image, &trust)?.is_none() {
-        return hit(opts, version, &image);
+        return hit(opts, release, &image);
     }
     trust.load(sh, &client, opts)?;
     let key_file_sha256 = trust.key_file.as_ref().map(|(_, sha)| sha.clone());
@@ -291,7 +325,7 @@ pub fn fetch_image(sh: &Shell, opts: &FetchOptions) -> anyhow::Result<VerifiedIm
     download_verified(
         opts,
         &client,
-        &release,
+        release,
         &dir,
         file_name,
         keyring,
@@ -316,7 +350,7 @@ fn cached(opts: &FetchOptions, image: &Path, trust: &Trust<'_>) -> anyhow::Resul
     Ok(None)
 }
 
-fn hit(opts: &FetchOptions, version: Version, image: &Path) -> anyhow::Result<VerifiedImage> {
+fn hit(opts: &FetchOptions, release: &Release, image: &Path) -> anyhow::Result<VerifiedImage> {
     let record = cache::check_cached(image, &Expected::Unsigned).map_err(|miss| {
         anyhow::anyhow!(
             "the cache entry {} changed while in use: {miss}",
@@ -324,9 +358,9 @@ fn hit(opts: &FetchOptions, version: Version, image: &Path) -> anyhow::Result<Ve
         )
     })?;
     Ok(VerifiedImage {
-        channel: opts.channel,
-        version,
-        arch: opts.arch,
+        channel: release.channel,
+        version: release.version,
+        arch: release.arch,
         variant: opts.variant,
         path: image.to_path_buf(),
         size: record.size,

@@ -2,8 +2,8 @@
 //! (version.txt, DIGESTS), the OpenPGP check against the pinned image-signing key,
 //! and a download cache that only ever holds verified files.
 //!
-//! Subcommands call [`fetch_image`] (and [`release::resolve_release`] to only
-//! resolve); the generic HTTP and OpenPGP pieces live in [`crate::net`].
+//! Subcommands call [`resolve`] once, then [`fetch_image`] with the release it
+//! found; the generic HTTP and OpenPGP pieces live in [`crate::net`].
 
 pub mod cache;
 pub mod digests;
@@ -12,6 +12,8 @@ pub mod release;
 
 pub use cache::default_cache_dir;
 pub use fetch::{
-    fetch_image, FetchOptions, SignaturePolicy, VerifiedImage, FLATCAR_SIGNING_KEY_URL,
+    fetch_image, resolve, FetchOptions, SignaturePolicy, VerifiedImage, FLATCAR_SIGNING_KEY_URL,
 };
-pub use release::{Arch, Channel, ReleaseServer, Variant, VersionRequest, DEFAULT_RELEASE_SERVER};
+pub use release::{
+    Arch, Channel, Release, ReleaseServer, Variant, Version, VersionRequest, DEFAULT_RELEASE_SERVER,
+};

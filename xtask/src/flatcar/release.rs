@@ -341,6 +341,34 @@ pub struct Release {
     pub version_txt: Vec<u8>,
 }
 
+impl Release {
+    /// The URL of a file in the release directory.
+    pub fn file_url(&self, file_name: &str) -> String {
+        format!("{}{file_name}", self.url)
+    }
+
+    /// The release whose `version.txt` (as a verified cache entry keeps it) is
+    /// `text`, served by `server`.
+    pub fn from_version_txt(
+        server: &ReleaseServer,
+        channel: Channel,
+        arch: Arch,
+        text: Vec<u8>,
+    ) -> anyhow::Result<Release> {
+        let info = std::str::from_utf8(&text)
+            .map_err(|_| anyhow::anyhow!("not UTF-8 text"))
+            .and_then(parse_version_txt)?;
+        Ok(Release {
+            channel,
+            arch,
+            version: info.version,
+            url: server.release_dir_url(channel, arch, &info.version.to_string()),
+            info,
+            version_txt: text,
+        })
+    }
+}
+
 /// Finds a release: reads the channel's `current/version.txt` for
 /// [`VersionRequest::Current`], or checks that the requested version's
 /// `version.txt` exists and names that version.
@@ -369,26 +397,17 @@ pub fn resolve_release(
             ),
         },
     };
-    let info = std::str::from_utf8(&text)
-        .map_err(|_| anyhow::anyhow!("not UTF-8 text"))
-        .and_then(parse_version_txt)
+    let release = Release::from_version_txt(server, channel, arch, text)
         .with_context(|| format!("{url} is not a valid version.txt"))?;
     if let VersionRequest::Exact(wanted) = request {
-        if info.version != wanted {
+        if release.version != wanted {
             bail!(
                 "{url} says FLATCAR_VERSION={}, not {wanted}: the release server is inconsistent",
-                info.version
+                release.version
             );
         }
     }
-    Ok(Release {
-        channel,
-        arch,
-        version: info.version,
-        url: server.release_dir_url(channel, arch, &info.version.to_string()),
-        info,
-        version_txt: text,
-    })
+    Ok(release)
 }
 
 #[cfg(test)]

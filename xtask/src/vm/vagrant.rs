@@ -5,10 +5,8 @@
 
 use std::path::Path;
 
+use crate::flatcar::release::{Channel, Version};
 use crate::vm::accelerator::Accelerator;
-
-/// Channels whose boxes this tool makes; a box named otherwise is not ours.
-pub const CHANNELS: [&str; 4] = ["alpha", "beta", "stable", "lts"];
 
 /// The libvirt connection vagrant-libvirt and virsh use: `LIBVIRT_DEFAULT_URI`, else
 /// the system daemon.
@@ -21,16 +19,13 @@ pub fn box_name(channel: &str, version: &str) -> String {
     format!("flatcar-{channel}-{version}")
 }
 
-/// `(channel, version)` when `name` is a box name this tool makes.
-pub fn parse_box_name(name: &str) -> Option<(&str, &str)> {
+/// `(channel, version)` when `name` is a box name this tool makes: a live
+/// channel spelled as this tool spells it, and a release version.
+pub fn parse_box_name(name: &str) -> Option<(Channel, Version)> {
     let rest = name.strip_prefix("flatcar-")?;
     let (channel, version) = rest.split_once('-')?;
-    let well_formed = CHANNELS.contains(&channel)
-        && version.split('.').count() == 3
-        && version
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    well_formed.then_some((channel, version))
+    let channel = Channel::ALL.into_iter().find(|c| c.name() == channel)?;
+    Some((channel, version.parse().ok()?))
 }
 
 /// How the verify VM is set up.
@@ -149,14 +144,16 @@ mod tests {
     #[test]
     fn box_names_round_trip_and_foreign_names_are_refused() {
         assert_eq!(box_name("stable", "4081.2.0"), "flatcar-stable-4081.2.0");
+        let parsed = |name| parse_box_name(name).map(|(c, v)| (c.name(), v.to_string()));
         assert_eq!(
-            parse_box_name("flatcar-stable-4081.2.0"),
-            Some(("stable", "4081.2.0"))
+            parsed("flatcar-stable-4081.2.0"),
+            Some(("stable", "4081.2.0".to_owned()))
         );
         assert_eq!(
-            parse_box_name("flatcar-lts-3510.3.6"),
-            Some(("lts", "3510.3.6"))
+            parsed("flatcar-lts-3510.3.6"),
+            Some(("lts", "3510.3.6".to_owned()))
         );
+        assert_eq!(parse_box_name("flatcar-Stable-4081.2.0"), None);
         assert_eq!(parse_box_name("flatcar-edge-2000.0.0"), None);
         assert_eq!(parse_box_name("flatcar-stable-current"), None);
         assert_eq!(parse_box_name("generic/debian12"), None);
