@@ -74,12 +74,10 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     let mut list = xtask();
     list.args(["boxes", "--pool", "default-pool"]);
     let out = with_env(list, &home);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The table is for people: on stderr; stdout carries data only.
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{table}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert!(
         table.contains("flatcar-stable-4081.2.0  stable   4081.2.0"),
         "{table}"
@@ -87,11 +85,40 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     assert!(table.contains("flatcar-beta-4152.1.0"), "{table}");
     assert!(!table.contains("someone/else"), "{table}");
 
-    let mut refuse = xtask();
-    refuse.args(["boxes", "--cleanup", "edge", "1.0.0"]);
-    let out = with_env(refuse, &home);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not name a box this tool makes"));
+    let mut json = xtask();
+    json.args(["boxes", "--pool", "default-pool", "--format", "json"]);
+    let out = with_env(json, &home);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["box"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    assert!(names.contains(&"flatcar-stable-4081.2.0"), "{listed}");
+
+    // A channel or version that names no box is a usage error, before anything runs.
+    for (args, says) in [
+        (["edge", "1.0.0"], "discontinued"),
+        (
+            ["stabel", "4081.2.0"],
+            "the live channels are alpha beta stable lts",
+        ),
+        (["stable", "4081.2"], "MAJOR.MINOR.PATCH"),
+    ] {
+        let mut refuse = xtask();
+        refuse.args(["boxes", "--cleanup"]).args(args);
+        let out = with_env(refuse, &home);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 
     let mut cleanup = xtask();
     cleanup.args([

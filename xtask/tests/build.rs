@@ -108,10 +108,84 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(plan["generated_var_file"]["flatcar_version"], "4081.2.0");
     assert_eq!(plan["generated_var_file"]["kubernetes_version"], "1.35.1");
     assert_eq!(image_requests(&server), 0, "a dry run downloads no image");
+    assert_nothing_written(&cache, "flatcar-stable-4081.2.0-kube-v1.35.1");
+}
+
+/// A dry run leaves no trace: no cache, no output or work directory.
+fn assert_nothing_written(cache: &Path, build_name: &str) {
     assert!(!cache.exists(), "a dry run writes no cache");
-    assert!(!support::project_root()
-        .join("images/capi/output/flatcar-stable-4081.2.0-kube-v1.35.1")
-        .exists());
+    let outputs = support::project_root().join("images/capi/output");
+    assert!(!outputs.join(build_name).exists());
+    assert!(
+        !outputs.join(".work").exists(),
+        "a dry run makes no work directory"
+    );
+}
+
+#[test]
+fn the_dry_run_plan_as_text_is_all_stdout_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    release_tree(dir.path());
+    let server = FileServer::start(dir.path());
+    let cache = dir.path().join("cache");
+    let out = build(
+        &server,
+        &cache,
+        &["--dry-run", "--kubernetes-version", "1.35.1"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = support::project_root().display().to_string();
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(&server.url(), "http://127.0.0.1:PORT")
+        .replace(&cache.display().to_string(), "CACHE")
+        .replace(&root, "ROOT");
+    // The versions of containerd, CNI and the rest come from images/capi/packer/config:
+    // when they change, `UPDATE_EXPECT=1 cargo test --test build` shows the new plan.
+    expect_test::expect![[r#"
+        Flatcar stable 4081.2.0 (amd64), provider qemu
+        Kubernetes v1.35.1, containerd 2.3.3, CNI v1.9.1
+        Accelerator: tcg
+        Output: images/capi/output/flatcar-stable-4081.2.0-kube-v1.35.1
+
+        Downloads:
+          cni_url: https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz
+          containerd_url: https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz
+          crictl_url: https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz
+          flatcar_image: http://127.0.0.1:PORT/stable/amd64-usr/4081.2.0/flatcar_production_qemu_image.img
+          flatcar_release: http://127.0.0.1:PORT/stable/amd64-usr/4081.2.0/
+          flatcar_signing_key: https://www.flatcar.org/security/image-signing-key/Flatcar_Image_Signing_Key.asc
+          kubernetes_http_source: https://dl.k8s.io/release
+          pypy_http_source: https://downloads.python.org/pypy
+
+        Packer, run in images/capi:
+          packer \
+            build \
+            -color=false \
+            -on-error=cleanup \
+            -var-file=packer/config/kubernetes.json \
+            -var-file=packer/config/cni.json \
+            -var-file=packer/config/containerd.json \
+            -var-file=packer/config/ansible-args.json \
+            -var-file=packer/config/common.json \
+            -var-file=packer/qemu/qemu-flatcar.json \
+            -var-file=ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/build-vars.json \
+            packer/qemu/packer.json
+
+        Generated var file:
+        {
+          "accelerator": "tcg",
+          "flatcar_channel": "stable",
+          "flatcar_image_path": "CACHE/stable/4081.2.0/amd64/flatcar_production_qemu_image.img",
+          "flatcar_version": "4081.2.0",
+          "ignition_config_path": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/ignition.json",
+          "kubernetes_series": "v1.35",
+          "kubernetes_version": "1.35.1",
+          "output_directory": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/output",
+          "ssh_private_key_file": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/id_ed25519"
+        }
+    "#]].assert_eq(&text);
+    assert_nothing_written(&cache, "flatcar-stable-4081.2.0-kube-v1.35.1");
 }
 
 #[test]
@@ -155,28 +229,36 @@ fn a_mirror_config_with_an_undeclared_variable_stops_the_build() {
     assert_eq!(image_requests(&server), 0);
 }
 
-#[test]
-fn a_missing_packer_stops_the_build_before_any_download() {
-    let dir = tempfile::tempdir().unwrap();
-    release_tree(dir.path());
-    let server = FileServer::start(dir.path());
-    // A PATH with every tool but packer.
-    let bin = dir.path().join("bin");
+/// A directory for PATH with only `tools` in it (links to the real ones).
+fn path_with(dir: &Path, tools: &[&str]) -> std::path::PathBuf {
+    let bin = dir.join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for tool in [
-        "ansible-playbook",
-        "qemu-system-x86_64",
-        "qemu-img",
-        "ssh-keygen",
-        "gpg",
-        "gpgv",
-    ] {
+    for tool in tools {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
             .map(|d| d.join(tool))
             .find(|p| p.exists())
             .unwrap_or_else(|| panic!("{tool} is needed for this test"));
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
+    bin
+}
+
+/// The tools a qemu build needs, apart from packer.
+const BUILD_TOOLS_BUT_PACKER: &[&str] = &[
+    "ansible-playbook",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "ssh-keygen",
+    "gpg",
+    "gpgv",
+];
+
+#[test]
+fn a_missing_packer_stops_the_build_before_any_download() {
+    let dir = tempfile::tempdir().unwrap();
+    release_tree(dir.path());
+    let server = FileServer::start(dir.path());
+    let bin = path_with(dir.path(), BUILD_TOOLS_BUT_PACKER);
     // --no-install: the build would otherwise install packer into .local/ first.
     let out = xtask()
         .args([
@@ -225,4 +307,156 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     assert_eq!(kept.unwrap(), "an earlier build");
     assert_eq!(image_requests(&server), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "validate's table and the build's progress go to stderr"
+    );
+}
+
+#[test]
+fn a_build_resolves_the_release_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A release with a version.txt and nothing else: the build resolves it, then
+    // fails at the image, having started nothing.
+    let version = "9991.0.0";
+    for release in ["current", version] {
+        let d = dir.path().join("stable/amd64-usr").join(release);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("version.txt"),
+            VERSION_TXT.replace("4081.2.0", version),
+        )
+        .unwrap();
+    }
+    let server = FileServer::start(dir.path());
+    let cache = dir.path().join("cache");
+    let out = build(
+        &server,
+        &cache,
+        &["stable", "--no-install", "--insecure-skip-signature"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has no flatcar_production_qemu_image.img"),
+        "{err}"
+    );
+    assert_eq!(
+        server.requests_for("version.txt").len(),
+        1,
+        "{:?}",
+        server.requests()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+}
+
+#[test]
+fn why_validation_stopped_the_build_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    release_tree(dir.path());
+    let server = FileServer::start(dir.path());
+    // Everything the build needs, but not ignition-validate, which validate needs.
+    let mut tools = BUILD_TOOLS_BUT_PACKER.to_vec();
+    tools.push("packer");
+    let bin = path_with(dir.path(), &tools);
+    let out = xtask()
+        .args(["build-flatcar", "--no-install", "--accelerator", "tcg"])
+        .arg("--release-server")
+        .arg(format!("{}/{{channel}}", server.url()))
+        .env("PATH", &bin)
+        .env("FLATCAR_TOOLCHAIN_DIR", dir.path().join("toolchain"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ignition-validate"), "{err}");
+    assert!(
+        err.contains("error: the image definitions do not validate; fix them before building"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{err}");
+    assert!(server.requests().is_empty());
+}
+
+/// `<hex>` of the SHA-512 of `bytes`.
+fn sha512_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha512::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn offline_builds_the_newest_release_the_cache_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    // Release 1.2.3 with an (unsigned) image, fetched into the cache.
+    let release = dir.path().join("stable/amd64-usr/1.2.3");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(
+        release.join("version.txt"),
+        VERSION_TXT.replace("4081.2.0", "1.2.3"),
+    )
+    .unwrap();
+    let image = b"not really a disk image";
+    let name = "flatcar_production_qemu_image.img";
+    std::fs::write(release.join(name), image).unwrap();
+    std::fs::write(
+        release.join(format!("{name}.DIGESTS")),
+        format!("# SHA512 HASH\n{}  {name}\n", sha512_hex(image)),
+    )
+    .unwrap();
+    let server = FileServer::start(dir.path());
+    let cache = dir.path().join("cache");
+    let fetch = |args: &[&str]| {
+        xtask()
+            .arg("fetch-image")
+            .args(args)
+            .args([
+                "--insecure-skip-signature",
+                "--arch",
+                "amd64",
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .arg("--release-server")
+            .arg(format!("{}/{{channel}}", server.url()))
+            .output()
+            .unwrap()
+    };
+    let out = fetch(&["stable", "1.2.3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A newer release whose download failed: a lock and a partial file, no record.
+    let failed = cache.join("stable/1.2.5/amd64");
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join(".lock"), "").unwrap();
+    std::fs::write(failed.join(format!("{name}.part")), "half").unwrap();
+
+    let out = fetch(&["stable", "--offline"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("version: 1.2.3\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = build(
+        &server,
+        &cache,
+        &[
+            "stable",
+            "--offline",
+            "--insecure-skip-signature",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["version"], "1.2.3");
+    assert!(
+        plan["build_name"].as_str().unwrap().contains("-1.2.3-"),
+        "{plan}"
+    );
 }
