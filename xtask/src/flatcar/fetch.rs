@@ -204,30 +204,16 @@ fn say(opts: &FetchOptions, message: std::fmt::Arguments<'_>) {
 }
 
 /// Resolves the release `opts` names, once per run, without downloading the image.
-/// Online: the release server's `version.txt` (the channel's `current`, or the
-/// version asked for, checked to exist). Offline: the cache alone, with the
-/// `version.txt` a verified entry keeps; `current` is the newest release whose
-/// image is trusted there, never a directory left by a failed download.
+/// A version whose image the cache holds verified is known from the `version.txt`
+/// kept beside it, without asking the server; offline, the cache is all there is,
+/// and `current` is the newest release whose image is trusted there (never a
+/// directory left by a failed download). Otherwise the release server's
+/// `version.txt` says which release `current` is, or that the version asked for exists.
 pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
-    if !opts.offline {
-        let client = HttpClient::new(opts.retries, opts.progress);
-        let release =
-            resolve_release(&client, &opts.server, opts.channel, opts.version, opts.arch)?;
-        if opts.version == VersionRequest::Current {
-            say(
-                opts,
-                format_args!(
-                    "The current {} release for {} is {}.",
-                    opts.channel, opts.arch, release.version
-                ),
-            );
-        }
-        return Ok(release);
-    }
+    let trust = Trust::new(&opts.signature)?;
     let version = match opts.version {
         VersionRequest::Exact(version) => version,
-        VersionRequest::Current => {
-            let trust = Trust::new(&opts.signature)?;
+        VersionRequest::Current if opts.offline => {
             let version = newest_cached(opts, &trust, opts.variant.image_file_name())?;
             say(
                 opts,
@@ -238,16 +224,44 @@ pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
             );
             version
         }
+        VersionRequest::Current => return resolve_online(opts),
     };
-    let path =
-        cache::entry_dir(&opts.cache_dir, opts.channel, version, opts.arch).join("version.txt");
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(not_in_cache(opts, version))
-        }
-        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-    };
+    let dir = cache::entry_dir(&opts.cache_dir, opts.channel, version, opts.arch);
+    // The cheap check: fetch_image makes the full one (--verify-cache) once.
+    let image = dir.join(opts.variant.image_file_name());
+    if cache::check_cached(&image, &trust.expected()).is_ok() {
+        return cached_release(opts, &dir, version);
+    }
+    if opts.offline {
+        return Err(not_in_cache(opts, version));
+    }
+    resolve_online(opts)
+}
+
+fn resolve_online(opts: &FetchOptions) -> anyhow::Result<Release> {
+    let client = HttpClient::new(opts.retries, opts.progress);
+    let release = resolve_release(&client, &opts.server, opts.channel, opts.version, opts.arch)?;
+    if opts.version == VersionRequest::Current {
+        say(
+            opts,
+            format_args!(
+                "The current {} release for {} is {}.",
+                opts.channel, opts.arch, release.version
+            ),
+        );
+    }
+    Ok(release)
+}
+
+/// The release of a verified cache entry, from the `version.txt` kept in it.
+fn cached_release(opts: &FetchOptions, dir: &Path, version: Version) -> anyhow::Result<Release> {
+    let path = dir.join("version.txt");
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (run without --offline to fetch the release again)",
+            path.display()
+        )
+    })?;
     let release = Release::from_version_txt(&opts.server, opts.channel, opts.arch, text)
         .with_context(|| format!("{} is not a valid version.txt", path.display()))?;
     if release.version != version {
