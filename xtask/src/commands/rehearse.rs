@@ -85,19 +85,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
             .with_context(|| format!("removing {}", run_dir.display()))?;
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let downloads = mirror::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
-    let mirror = mirror::build(sh, &run_dir.join("mirror"), &guest, "stable", &downloads)?;
-    if let Some(fault) = args.fault {
-        inject(&mirror, fault)?;
-    }
-    let server = server::FileServer::start(&mirror.root)?;
-    let mirror_config = run_dir.join("mirror-config.json");
-    let config = mirror.mirror_config(&server.url_for_guest())?;
-    std::fs::write(
-        &mirror_config,
-        serde_json::to_string_pretty(&config)? + "\n",
-    )
-    .with_context(|| format!("writing {}", mirror_config.display()))?;
+    let (mirror, server, mirror_config) = serve_mirror(sh, &run_dir, &guest, args.fault)?;
     step(
         "loopback mirror",
         &format!(
@@ -109,36 +97,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         started,
     );
 
-    let command_line: Vec<OsString> = [
-        mirror.channel.as_str(),
-        testbed::FLATCAR_VERSION,
-        "--release-server",
-        &mirror.release_server(&server.url()),
-        "--signing-key",
-        &mirror.signing_key.display().to_string(),
-        "--cache-dir",
-        &run_dir.join("cache").display().to_string(),
-        "--mirror-config",
-        &mirror_config.display().to_string(),
-        "--accelerator",
-        "tcg",
-        "--force",
-        "--no-verify",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    eprintln!(
-        "rehearse: cargo xtask build-flatcar {}",
-        command_line
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let build_args = BuildCommandLine::try_parse_from(&command_line)
-        .context("the rehearsal's build-flatcar command line")?
-        .args;
+    let build_args = build_args(&mirror, &server.url(), &run_dir, &mirror_config)?;
     let started = Instant::now();
     let built = build_flatcar::plan(sh, &build_args)
         .and_then(|planned| build_flatcar::build(sh, &build_args, planned));
@@ -185,6 +144,70 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     }
     eprint!("{}", table::render(&["step", "result", "time"], &steps));
     verified
+}
+
+/// The loopback mirror for the rehearsal's build, damaged as `fault` says,
+/// served, and the site var file that points the build's downloads at it.
+fn serve_mirror(
+    sh: &Shell,
+    run_dir: &Path,
+    guest: &guest::Guest,
+    fault: Option<Fault>,
+) -> anyhow::Result<(mirror::Mirror, server::FileServer, PathBuf)> {
+    let downloads = mirror::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
+    let mirror = mirror::build(sh, &run_dir.join("mirror"), guest, "stable", &downloads)?;
+    if let Some(fault) = fault {
+        inject(&mirror, fault)?;
+    }
+    let server = server::FileServer::start(&mirror.root)?;
+    let mirror_config = run_dir.join("mirror-config.json");
+    let config = mirror.mirror_config(&server.url_for_guest())?;
+    std::fs::write(
+        &mirror_config,
+        serde_json::to_string_pretty(&config)? + "\n",
+    )
+    .with_context(|| format!("writing {}", mirror_config.display()))?;
+    Ok((mirror, server, mirror_config))
+}
+
+/// `build-flatcar`'s arguments for the mirror, parsed from the command line a user
+/// would type (and printed as such), so the rehearsal has no options of its own.
+fn build_args(
+    mirror: &mirror::Mirror,
+    server_url: &str,
+    run_dir: &Path,
+    mirror_config: &Path,
+) -> anyhow::Result<BuildArgs> {
+    let command_line: Vec<OsString> = [
+        mirror.channel.as_str(),
+        testbed::FLATCAR_VERSION,
+        "--release-server",
+        &mirror.release_server(server_url),
+        "--signing-key",
+        &mirror.signing_key.display().to_string(),
+        "--cache-dir",
+        &run_dir.join("cache").display().to_string(),
+        "--mirror-config",
+        &mirror_config.display().to_string(),
+        "--accelerator",
+        "tcg",
+        "--force",
+        "--no-verify",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    eprintln!(
+        "rehearse: cargo xtask build-flatcar {}",
+        command_line
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(BuildCommandLine::try_parse_from(&command_line)
+        .context("the rehearsal's build-flatcar command line")?
+        .args)
 }
 
 /// Runs `verify-vagrant` on the box in a libvirtd of its own, in a private network
