@@ -4,17 +4,22 @@
 //! model, the checks engine, VMs, the toolchain, the test bed); the single files
 //! are small pieces every layer may use.
 
+pub mod ansi;
 pub mod build;
 pub mod checks;
 pub mod commands;
 pub mod error;
 pub mod flatcar;
+pub mod fsx;
+pub mod hex;
 pub mod json_text;
+pub mod nested_cargo;
 pub mod net;
 pub mod output;
 pub mod packer;
 pub mod table;
 pub mod testbed;
 pub mod toolchain;
+pub mod utc;
 pub mod vm;
 pub mod workspace;

@@ -79,9 +79,11 @@ fn every_subcommand_has_an_example() {
     }
 }
 
+/// Runs cargo at the root without this test's package variables, which would make it
+/// rebuild ring and everything above it (see `nested_cargo`).
 fn cargo(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO"))
-        .args(args)
+    let sh = xshell::Shell::new().unwrap();
+    Command::from(xtask::nested_cargo::command(&sh).args(args))
         .current_dir(project_root())
         .output()
         .unwrap()

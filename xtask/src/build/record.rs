@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -60,7 +59,7 @@ impl BuildRecord {
             build_ssh_public_key: finished.build_ssh_public_key,
             tools: finished.tools,
             started: finished.started,
-            finished: now_utc(),
+            finished: crate::utc::now(),
         }
     }
 
@@ -79,14 +78,6 @@ impl BuildRecord {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a build record always serializes") + "\n"
     }
-}
-
-/// Now, in UTC, as the rest of the tool prints times (`2026-11-24 06:49:05 UTC`).
-pub fn now_utc() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    crate::net::openpgp::utc(secs)
 }
 
 #[cfg(test)]

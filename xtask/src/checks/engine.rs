@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use super::pass_cache::{probe_tools, tool_identity, Cache};
 use crate::output::Format;
-use crate::toolchain::tools::{self, Probe, Status};
+use crate::toolchain::tools::{Probe, Status};
 use crate::{error::Exit, table, workspace};
 
 /// The options every checking command shares.
@@ -356,7 +356,7 @@ fn run_one(
                 .iter()
                 .map(|program| tool_identity(&probes[program]))
                 .collect();
-            match cache.key(check, &tools, inputs) {
+            match cache.key((check.name, &check.target), &tools, inputs) {
                 Ok(key) => Some(key),
                 Err(err) => {
                     result.notes.push(format!("not cached: {err:#}"));
@@ -407,198 +407,6 @@ fn run_one(
 
 fn round(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
-}
-
-/// What identifies a tool for the cache: its path, file identity and version.
-fn tool_identity(probe: &Probe) -> String {
-    let path = probe.path.as_deref().unwrap_or(Path::new(""));
-    format!(
-        "{}|{}|{}",
-        probe.tool,
-        fingerprint(path).unwrap_or_default(),
-        probe.version.map(|v| v.to_string()).unwrap_or_default()
-    )
-}
-
-/// A file's identity without reading it: where it resolves to, its size and its
-/// modification time. A reinstalled tool gets a new one.
-fn fingerprint(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let real = path.canonicalize().ok()?;
-    let meta = real.metadata().ok()?;
-    Some(format!(
-        "{}|{}|{}|{}.{}",
-        real.display(),
-        meta.ino(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    ))
-}
-
-/// Probes `programs`, reusing the version of a tool whose binary is unchanged since
-/// it last probed fine: asking ansible-playbook its version costs a third of a
-/// second, more than a cached run should take.
-fn probe_tools(
-    sh: &Shell,
-    programs: &[&'static str],
-    cache: Option<&Cache>,
-) -> BTreeMap<&'static str, Probe> {
-    let mut probes = BTreeMap::new();
-    let mut to_probe = Vec::new();
-    for &program in programs {
-        let tool = tools::tool(program);
-        let path = tools::find_program(program);
-        let known = match (cache, &path) {
-            (Some(cache), Some(path)) => fingerprint(path).and_then(|f| cache.tool_version(&f)),
-            _ => None,
-        };
-        match known {
-            Some(version) => {
-                probes.insert(
-                    program,
-                    Probe {
-                        tool: tool.program,
-                        path,
-                        version: tools::parse_version(&version),
-                        minimum: tool.minimum,
-                        optional: tool.optional,
-                        status: Status::Ok,
-                        hint: None,
-                    },
-                );
-            }
-            None => to_probe.push(tool),
-        }
-    }
-    for probe in tools::probe_all(sh, &to_probe) {
-        // Packer >= 1.7 needs plugins that can come and go without the binary
-        // changing: probe it every time.
-        let plugins_matter =
-            probe.tool == "packer" && probe.version.is_some_and(|v| (v.major, v.minor) >= (1, 7));
-        if let (Some(cache), Some(path), true, false) =
-            (cache, &probe.path, probe.usable(), plugins_matter)
-        {
-            if let Some(f) = fingerprint(path) {
-                let version = probe.version.map(|v| v.to_string()).unwrap_or_default();
-                cache.remember_tool(&f, &version);
-            }
-        }
-        probes.insert(probe.tool, probe);
-    }
-    probes
-}
-
-/// Passes remembered by the hash of everything that decided them, under
-/// target/xtask-cache. Only passes are kept: a failure is always run again, so its
-/// report is always fresh. Entries are empty files named by the hash.
-struct Cache {
-    dir: PathBuf,
-    /// Which xtask made the entries: a rebuilt xtask may check differently.
-    salt: String,
-}
-
-impl Cache {
-    fn open() -> Cache {
-        let exe = std::env::current_exe().ok();
-        Cache {
-            dir: workspace::project_root().join("target").join("xtask-cache"),
-            salt: format!(
-                "v1|{}",
-                exe.as_deref().and_then(fingerprint).unwrap_or_default()
-            ),
-        }
-    }
-
-    fn key(
-        &self,
-        check: &Check,
-        tools: &[String],
-        (root, files, salt): &(PathBuf, Vec<PathBuf>, Vec<String>),
-    ) -> anyhow::Result<String> {
-        let mut hasher = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
-        field(self.salt.as_bytes());
-        field(check.name.as_bytes());
-        field(check.target.as_bytes());
-        for tool in tools {
-            field(tool.as_bytes());
-        }
-        for s in salt {
-            field(s.as_bytes());
-        }
-        let mut all = Vec::new();
-        for file in files {
-            let path = root.join(file);
-            if path.is_dir() {
-                for entry in walkdir::WalkDir::new(&path).sort_by_file_name() {
-                    let entry = entry.with_context(|| format!("listing {}", path.display()))?;
-                    if entry.file_type().is_file() {
-                        all.push(entry.path().strip_prefix(root)?.to_path_buf());
-                    }
-                }
-            } else {
-                all.push(file.clone());
-            }
-        }
-        all.sort();
-        all.dedup();
-        for file in all {
-            field(file.to_string_lossy().as_bytes());
-            match std::fs::read(root.join(&file)) {
-                Ok(content) => field(&content),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => field(b"\0missing"),
-                Err(err) => return Err(err).with_context(|| format!("reading {}", file.display())),
-            }
-        }
-        Ok(hex(&hasher.finalize()))
-    }
-
-    fn passed(&self, key: &str) -> bool {
-        self.dir.join("passed").join(key).exists()
-    }
-
-    fn remember_pass(&self, key: &str) {
-        // A cache that cannot be written only makes the next run slower.
-        let _ = write_atomically(&self.dir.join("passed").join(key), b"");
-    }
-
-    fn tool_version(&self, fingerprint: &str) -> Option<String> {
-        let key = hex(&Sha256::digest(fingerprint.as_bytes()));
-        std::fs::read_to_string(self.dir.join("tools").join(key)).ok()
-    }
-
-    fn remember_tool(&self, fingerprint: &str, version: &str) {
-        let key = hex(&Sha256::digest(fingerprint.as_bytes()));
-        let _ = write_atomically(&self.dir.join("tools").join(key), version.as_bytes());
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `path` through a temporary file beside it and a rename, so a reader never
-/// sees half a file and nothing else in the directory changes.
-pub fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().context("a file path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("a file path has a name")?;
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&temp, content).with_context(|| format!("writing {}", temp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        let _ = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode));
-    }
-    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// The exit status for `results`: 1 when a check failed, else 2 when a required
@@ -748,97 +556,6 @@ fn render_table(results: &[CheckResult]) -> String {
     table::render(&["check", "target", "result", "time"], &rows)
 }
 
-/// A tool's output with the checked tree's absolute path taken out, so messages
-/// name files the way the report does (relative to the root).
-pub fn relative_output(text: &str, root: &Path) -> String {
-    let prefix = format!("{}/", root.display());
-    text.replace(&prefix, "")
-}
-
-/// How an external command ended: success and its stdout followed by its stderr.
-pub struct Ran {
-    pub success: bool,
-    pub output: String,
-}
-
-/// Runs `cmd` to completion, capturing its output; a non-zero exit is a result, not
-/// an error. Only failing to start it is an error.
-pub fn capture(cmd: xshell::Cmd<'_>) -> anyhow::Result<Ran> {
-    let output = cmd.ignore_status().quiet().output()?;
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !text.is_empty() && !text.ends_with('\n') && !stderr.is_empty() {
-        text.push('\n');
-    }
-    text.push_str(&stderr);
-    Ok(Ran {
-        success: output.status.success(),
-        output: without_colour(&text),
-    })
-}
-
-/// `text` without terminal colour sequences, which some tools write even into a
-/// pipe (rustfmt's diffs, ansible-lint's version).
-fn without_colour(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            // CSI: parameters, then a final letter.
-            Some('[') => {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            // Character set selection such as `ESC ( B`.
-            Some('(' | ')') => {
-                chars.next();
-                chars.next();
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The `path:line:column: message` lines of a tool's output (shellcheck's `gcc`
-/// format, yamllint's `parsable` format, ansible-lint's `pep8` format) as problems;
-/// the lines that are not in that form are returned apart.
-pub fn parse_located_lines(output: &str) -> (Vec<Problem>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut other = Vec::new();
-    for line in output.lines() {
-        match parse_located_line(line) {
-            Some(problem) => problems.push(problem),
-            None if !line.trim().is_empty() => other.push(line.to_owned()),
-            None => {}
-        }
-    }
-    (problems, other)
-}
-
-fn parse_located_line(line: &str) -> Option<Problem> {
-    let mut parts = line.splitn(4, ':');
-    let file = parts.next()?;
-    let line_no: usize = parts.next()?.trim().parse().ok()?;
-    let third = parts.next()?;
-    let (column, message) = match third.trim().parse::<usize>() {
-        Ok(column) => (Some(column), parts.next()?.trim()),
-        // `path:line: message` (no column).
-        Err(_) => (None, line.splitn(3, ':').nth(2)?.trim()),
-    };
-    if file.is_empty() || file.contains(' ') {
-        return None;
-    }
-    Some(Problem::new(message).in_file(file).at(line_no, column))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -902,32 +619,5 @@ mod tests {
             layering           t       pass (cached)  0.25s
         "#]]
         .assert_eq(&render_table(&results));
-    }
-
-    #[test]
-    fn colour_is_removed() {
-        assert_eq!(
-            without_colour("\u{1b}[31m-  a\u{1b}(B\u{1b}[m\n+ b\u{1b}[0m"),
-            "-  a\n+ b"
-        );
-    }
-
-    #[test]
-    fn located_lines_become_problems() {
-        let (problems, other) = parse_located_lines(
-            "hack/x.sh:3:8: warning: Quote this to prevent word splitting. [SC2086]\n\
-             ansible/node.yml:4:1: [error] syntax error: expected <block end> (syntax)\n\
-             ansible/roles/a/tasks/main.yml:7: fqcn[action-core]: Use FQCN\n\
-             something else\n",
-        );
-        assert_eq!(problems.len(), 3);
-        assert_eq!(
-            problems[0].render(),
-            "hack/x.sh:3:8: warning: Quote this to prevent word splitting. [SC2086]"
-        );
-        assert_eq!(problems[2].line, Some(7));
-        assert_eq!(problems[2].column, None);
-        assert_eq!(problems[2].message, "fqcn[action-core]: Use FQCN");
-        assert_eq!(other, vec!["something else"]);
     }
 }

@@ -1,7 +1,10 @@
 //! The checks engine and what it looks at: which files of a checkout a run covers
-//! (`source_tree`), and running independent checks in parallel with a cache of
-//! passes, reported as a table or JSON (`engine`). What each check does lives with
-//! its command (validate, lint).
+//! (`source_tree`), running independent checks in parallel, reported as a table or
+//! JSON (`engine`), what it remembers between runs (`pass_cache`), and reading the
+//! output of the tools that checks run (`tool_output`). What each check does lives
+//! with its command (validate, lint).
 
 pub mod engine;
+pub mod pass_cache;
 pub mod source_tree;
+pub mod tool_output;

@@ -2,7 +2,9 @@
 //! machine side by side with its baseline in one run (alternating, after a warm-up),
 //! reported as min/median/max and a ratio. Not a test: it never fails on a target.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,7 +13,7 @@ use xshell::{cmd, Shell};
 
 use crate::output::Format;
 use crate::testbed::server::FileServer;
-use crate::{table, workspace};
+use crate::{nested_cargo, table, workspace};
 
 /// The benchmarks, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -120,10 +122,27 @@ fn timed(command: &mut Command) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
+/// The xtask binary the benchmarks run: a copy of this one, taken before any row
+/// runs, because a cargo started meanwhile may rebuild and replace
+/// target/debug/xtask. `run` owns the directory it sits in.
+static OWN_BINARY: OnceLock<PathBuf> = OnceLock::new();
+
 fn xtask() -> anyhow::Result<Command> {
-    Ok(Command::new(
-        std::env::current_exe().context("finding the xtask binary")?,
-    ))
+    let binary = OWN_BINARY
+        .get()
+        .context("the xtask binary is copied before the benchmarks run")?;
+    Ok(Command::new(binary))
+}
+
+/// Copies the running binary into `dir` for [`xtask`].
+fn copy_own_binary(dir: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let copy = dir.join("xtask");
+    std::fs::copy(&exe, &copy)
+        .with_context(|| format!("copying {} to {}", exe.display(), copy.display()))?;
+    OWN_BINARY
+        .set(copy)
+        .map_err(|_| anyhow::anyhow!("the benchmarks run once per process"))
 }
 
 pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
@@ -142,6 +161,8 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let n = args.iterations.max(1);
+    let own_binary = tempfile::tempdir().context("creating a directory for the xtask binary")?;
+    copy_own_binary(own_binary.path())?;
     let mut rows = Vec::new();
     for name in names {
         eprintln!("bench: {name:?} ...");
@@ -150,7 +171,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::ValidateCached => validate_cached(n)?,
             Bench::PreCommitOneJson => pre_commit_one_json(sh, n)?,
             Bench::FetchVerify => fetch_verify(sh)?,
-            Bench::Startup => startup(n)?,
+            Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
             Bench::ColdBuild => cold_build(sh)?,
         });
@@ -163,7 +184,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             "Machine: {} cores, {} GiB memory; {}",
             cores(),
             memory_gib(),
-            crate::build::record::now_utc()
+            crate::utc::now()
         );
     }
     Ok(())
@@ -341,21 +362,18 @@ fn pre_commit_one_json(sh: &Shell, n: usize) -> anyhow::Result<Vec<Row>> {
     )])
 }
 
-fn startup(n: usize) -> anyhow::Result<Vec<Row>> {
+fn startup(sh: &Shell, n: usize) -> anyhow::Result<Vec<Row>> {
     let root = workspace::project_root();
+    let cargo_xtask_help = || {
+        let mut command = Command::from(nested_cargo::command(sh).args(["xtask", "--help"]));
+        command.current_dir(&root);
+        command
+    };
     let mut via_cargo = Vec::new();
     let mut direct = Vec::new();
-    timed(
-        Command::new("cargo")
-            .args(["xtask", "--help"])
-            .current_dir(&root),
-    )?;
+    timed(&mut cargo_xtask_help())?;
     for _ in 0..n {
-        via_cargo.push(timed(
-            Command::new("cargo")
-                .args(["xtask", "--help"])
-                .current_dir(&root),
-        )?);
+        via_cargo.push(timed(&mut cargo_xtask_help())?);
         direct.push(timed(xtask()?.arg("--help"))?);
     }
     Ok(vec![
@@ -589,7 +607,8 @@ fn cold_build(sh: &Shell) -> anyhow::Result<Vec<Row>> {
     let target_path = target.path();
     let root = workspace::project_root();
     let _dir = sh.push_dir(&root);
-    let tree = cmd!(sh, "cargo tree -p xtask -e normal --prefix none")
+    let tree = nested_cargo::command(sh)
+        .args(["tree", "-p", "xtask", "-e", "normal", "--prefix", "none"])
         .quiet()
         .read()?;
     let mut crates: Vec<&str> = tree
@@ -599,7 +618,9 @@ fn cold_build(sh: &Shell) -> anyhow::Result<Vec<Row>> {
     crates.sort();
     crates.dedup();
     let started = Instant::now();
-    cmd!(sh, "cargo build -q -p xtask --target-dir {target_path}")
+    nested_cargo::command(sh)
+        .args(["build", "-q", "-p", "xtask", "--target-dir"])
+        .arg(target_path)
         .quiet()
         .run()?;
     let took = started.elapsed();

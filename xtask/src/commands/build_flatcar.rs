@@ -169,7 +169,7 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
 /// Carries out `planned`: fetches the release it resolved, runs packer in a work
 /// directory and installs the outputs with their record. Does not verify the box.
 pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<Built> {
-    let started = record::now_utc();
+    let started = crate::utc::now();
     confirm_replace(&planned.plan.paths.output, args.force)?;
     let image = match args.provider {
         Provider::Qemu => Some(flatcar::fetch_image(

@@ -13,7 +13,6 @@ use crate::flatcar::{
     VersionRequest,
 };
 use crate::net::download::ProgressStyle;
-use crate::net::openpgp;
 use crate::output::Format;
 
 #[derive(clap::Args, Debug)]
@@ -160,7 +159,7 @@ fn render_text(image: &VerifiedImage) -> String {
             "key {} (primary {}), signed {}",
             s.signing_key,
             s.primary_key,
-            openpgp::utc(s.signed_at)
+            crate::utc::format(s.signed_at)
         ),
         None => "NOT CHECKED (--insecure-skip-signature)".to_owned(),
     };

@@ -1,11 +1,10 @@
 //! `cargo xtask install-hook`: installs `hack/pre-commit` as the repository's git
 //! pre-commit hook, without ever clobbering a hook the user wrote.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::fsx;
 use crate::workspace::project_root;
 
 #[derive(clap::Args, Debug)]
@@ -50,21 +49,11 @@ pub fn run(sh: &Shell, args: &InstallHookArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&hooks_dir)
         .with_context(|| format!("creating {}", hooks_dir.display()))?;
-    write_executable(&target, &hook)?;
+    // Through a temporary name and a rename, so a hook is never half-written.
+    fsx::write_atomically_with_mode(&target, &hook, 0o755)?;
     eprintln!(
         "Installed {} (runs `cargo xtask pre-commit`).",
         target.display()
     );
     Ok(())
-}
-
-/// Writes to a temporary name beside `target`, then renames, so a hook is never
-/// half-written.
-fn write_executable(target: &PathBuf, content: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let temp = target.with_extension("tmp");
-    std::fs::write(&temp, content).with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", temp.display()))?;
-    std::fs::rename(&temp, target).with_context(|| format!("installing {}", target.display()))
 }

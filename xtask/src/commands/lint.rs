@@ -10,13 +10,11 @@ use std::time::Instant;
 use anyhow::Context;
 use xshell::Shell;
 
-use crate::checks::engine::{
-    self as checks, capture, parse_located_lines, relative_output, write_atomically, Check,
-    CheckOptions, Outcome, Problem,
-};
+use crate::checks::engine::{self as checks, Check, CheckOptions, Outcome, Problem};
 use crate::checks::source_tree::{Scope, SourceTree, CAPI};
+use crate::checks::tool_output::{capture, parse_located_lines, relative_output};
 use crate::json_text;
-use crate::{error::Exit, toolchain::tools, workspace};
+use crate::{error::Exit, fsx, nested_cargo, toolchain::tools, workspace};
 
 #[derive(clap::Args, Debug)]
 pub struct LintArgs {
@@ -263,7 +261,7 @@ fn json_format(root: &Path, files: Vec<PathBuf>, settings: Settings) -> Check {
                 continue;
             };
             if settings.fix {
-                write_atomically(&path, canonical.as_bytes())?;
+                fsx::write_atomically(&path, canonical.as_bytes())?;
                 notes.push(format!("rewrote {shown} in canonical form"));
             } else {
                 let found = text.split_inclusive('\n').nth(line - 1).unwrap_or("");
@@ -301,37 +299,24 @@ fn visible(line: &str) -> String {
     }
 }
 
-/// The cargo that runs us (so the same toolchain formats and lints), else the one
-/// on PATH.
-fn cargo_program() -> Option<PathBuf> {
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .or_else(|| tools::find_program("cargo"))
-}
-
-/// Whether `cargo <subcommand>` works; otherwise why not and the fix.
-fn cargo_component(sh: &Shell, subcommand: &str, component: &str) -> Result<PathBuf, Outcome> {
-    let Some(cargo) = cargo_program() else {
-        return Err(Outcome::NotRun {
-            reason: "cargo is not installed".into(),
-            hint: Some("install Rust with rustup: https://rustup.rs".into()),
-        });
-    };
-    let works = sh
-        .cmd(&cargo)
+/// Whether `cargo <subcommand>` works (with the cargo that runs us, so the same
+/// toolchain formats and lints, else the one on PATH); otherwise why not and the fix.
+fn cargo_component(sh: &Shell, subcommand: &str, component: &str) -> Result<(), Outcome> {
+    let ran = nested_cargo::command(sh)
         .args([subcommand, "--version"])
         .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok();
-    if works {
-        Ok(cargo)
-    } else {
-        Err(Outcome::NotRun {
+        .ignore_status()
+        .output();
+    match ran {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(_) => Err(Outcome::NotRun {
             reason: format!("`cargo {subcommand}` is not installed"),
             hint: Some(format!("rustup component add {component}")),
-        })
+        }),
+        Err(_) => Err(Outcome::NotRun {
+            reason: "cargo is not installed".into(),
+            hint: Some("install Rust with rustup: https://rustup.rs".into()),
+        }),
     }
 }
 
@@ -369,13 +354,12 @@ fn rustfmt_problems(output: &str) -> Vec<Problem> {
 fn cargo_fmt(root: &Path) -> Check {
     let dir = root.to_path_buf();
     Check::new("rustfmt", "cargo fmt --all --check", move |sh, _| {
-        let cargo = match cargo_component(sh, "fmt", "rustfmt") {
-            Ok(cargo) => cargo,
-            Err(not_run) => return Ok(not_run),
-        };
+        if let Err(not_run) = cargo_component(sh, "fmt", "rustfmt") {
+            return Ok(not_run);
+        }
         let _dir = sh.push_dir(&dir);
         let ran = capture(
-            sh.cmd(cargo)
+            nested_cargo::command(sh)
                 .args(["fmt", "--all", "--check", "--manifest-path"])
                 .arg(dir.join("Cargo.toml")),
         )?;
@@ -400,16 +384,15 @@ fn clippy(root: &Path) -> Check {
         "clippy",
         "cargo clippy --all-targets -D warnings",
         move |sh, _| {
-            let cargo = match cargo_component(sh, "clippy", "clippy") {
-                Ok(cargo) => cargo,
-                Err(not_run) => return Ok(not_run),
-            };
+            if let Err(not_run) = cargo_component(sh, "clippy", "clippy") {
+                return Ok(not_run);
+            }
             // A target directory of its own: the cargo that runs this xtask may hold
             // the lock on the usual one.
             let target_dir = workspace::project_root().join("target").join("clippy");
             let _dir = sh.push_dir(&dir);
             let ran = capture(
-                sh.cmd(cargo)
+                nested_cargo::command(sh)
                     .args([
                         "clippy",
                         "--quiet",

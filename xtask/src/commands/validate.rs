@@ -14,10 +14,9 @@ use clap::builder::PossibleValuesParser;
 use sha2::{Digest, Sha512};
 use xshell::{Shell, TempDir};
 
-use crate::checks::engine::{
-    self as checks, capture, relative_output, Check, CheckOptions, Outcome, Problem,
-};
+use crate::checks::engine::{self as checks, Check, CheckOptions, Outcome, Problem};
 use crate::checks::source_tree::{Scope, SourceTree, CAPI};
+use crate::checks::tool_output::{capture, relative_output};
 use crate::json_text::{self, Position};
 use crate::packer::command;
 use crate::packer::layering;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::build::record::BuildRecord;
-use crate::flatcar::cache::write_atomically;
+use crate::fsx::{write_atomically, write_atomically_with_mode};
 use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::vm::accelerator::Accelerator;
 use crate::vm::vagrant::{self, VagrantfileSpec};
@@ -166,11 +166,11 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         &key.public_key,
     )?;
     let ignition_path = work.join("ignition.json");
-    write_atomically(
+    write_atomically_with_mode(
         &ignition_path,
         serde_json::to_string_pretty(&config)?.as_bytes(),
+        0o644,
     )?;
-    set_mode(&ignition_path, 0o644)?;
     set_mode(&work, 0o755)?;
     let vagrantfile = work.join("Vagrantfile");
     let spec = VagrantfileSpec {

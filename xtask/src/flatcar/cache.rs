@@ -5,7 +5,7 @@
 //! directory is a partial download or an abandoned one, never trusted.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
 use super::release::{Arch, Channel, Version};
+use crate::hex;
 
 /// The directory under the user's cache directory.
 pub const CACHE_DIR_NAME: &str = "flatcar-capi-builder";
@@ -236,63 +237,11 @@ fn hash_file<D: Digest>(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buffer[..n]);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(hex::encode(&hasher.finalize()))
 }
 
 pub fn sha256_bytes(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Writes `bytes` to `path` so that a reader sees the old file or the whole
-/// new one, never a part: a temporary name in the same directory, fsync, rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temp = sibling(path, &format!(".tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file =
-            File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
-        file.write_all(bytes)
-            .with_context(|| format!("writing {} (is the disk full?)", temp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", temp.display()))?;
-        install(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
-/// Renames the synced file `temp` to `path` (same directory) and syncs the
-/// directory, so that the rename survives a crash.
-pub fn install(temp: &Path, path: &Path) -> anyhow::Result<()> {
-    std::fs::rename(temp, path)
-        .with_context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
-}
-
-/// Removes `path` if it exists.
-pub fn remove_if_present(path: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
-    }
+    hex::encode(&Sha256::digest(bytes))
 }
 
 /// An exclusive lock on one cache entry, held while it is being filled, so two
@@ -361,8 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn hex_is_lower_case() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    fn digests_are_lower_case_hex() {
         assert_eq!(
             sha256_bytes(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -18,7 +18,8 @@ use super::release::{
     resolve_release, Arch, Channel, Release, ReleaseServer, Variant, Version, VersionRequest,
 };
 use crate::net::download::{Fetched, HttpClient, Observer, ProgressStyle};
-use crate::net::openpgp::{utc, Fingerprint, GoodSignature, Keyring, StreamingCheck};
+use crate::net::openpgp::{Fingerprint, GoodSignature, Keyring, StreamingCheck};
+use crate::{fsx, hex, utc};
 
 /// The primary key that signs Flatcar's official images.
 pub const FLATCAR_SIGNING_KEY_FINGERPRINT: &str = "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A";
@@ -174,7 +175,7 @@ fn pinned_keyring(
             Ok(keyring) => return Ok((keyring, bytes)),
             Err(err) => {
                 eprintln!("warning: ignoring the cached signing key: {err:#}");
-                cache::remove_if_present(&cached)?;
+                fsx::remove_if_present(&cached)?;
             }
         }
     }
@@ -193,7 +194,7 @@ fn pinned_keyring(
     let keyring = Keyring::from_armored(sh, &bytes, key_url, Some(&pinned))?;
     std::fs::create_dir_all(cached.parent().expect("key path has a parent"))
         .with_context(|| format!("creating {}", cached.display()))?;
-    cache::write_atomically(&cached, &bytes)?;
+    fsx::write_atomically(&cached, &bytes)?;
     Ok((keyring, bytes))
 }
 
@@ -355,7 +356,7 @@ fn cached(opts: &FetchOptions, image: &Path, trust: &Trust<'_>) -> anyhow::Resul
         Err(miss) => return Ok(Some(miss)),
     };
     if opts.verify_cache && !cache::rehash_matches(image, &record)? {
-        cache::remove_if_present(&cache::record_path(image))?;
+        fsx::remove_if_present(&cache::record_path(image))?;
         return Ok(Some(Miss::Stale(format!(
             "{} no longer has the SHA-512 it was verified with (--verify-cache)",
             image.display()
@@ -503,7 +504,7 @@ fn hash_and_check(
         let _ = spare.try_send(chunk);
     }
     Checked {
-        sha512: cache::hex(&sha512.finalize()),
+        sha512: hex::encode(&sha512.finalize()),
         signature: signature.map(StreamingCheck::finish),
         rejected_early: false,
     }
@@ -559,7 +560,7 @@ fn download_verified(
     let image = dir.join(file_name);
     // From here on no record vouches for anything in this entry until the new
     // download has passed every check.
-    cache::remove_if_present(&cache::record_path(&image))?;
+    fsx::remove_if_present(&cache::record_path(&image))?;
 
     // Which artifact: the plain image, or (older releases) only its .bz2.
     let (artifact, digests_url, digests) = {
@@ -714,7 +715,7 @@ fn download_verified(
             format_args!(
                 "Verified {artifact}: SHA-512 matches, {url} is a good signature by key {} made {}.",
                 good.signing_key,
-                utc(good.created)
+                utc::format(good.created)
             ),
         );
     } else {
@@ -727,14 +728,14 @@ fn download_verified(
     // Into place.
     let (final_size, final_sha512, source_sha512) = if compressed {
         let (size, sha512) = decompress_into_place(&part, &image)?;
-        cache::remove_if_present(&part)?;
+        fsx::remove_if_present(&part)?;
         (size, sha512, Some(actual_sha512))
     } else {
-        cache::install(&part, &image)?;
+        fsx::rename_durably(&part, &image)?;
         (size, actual_sha512, None)
     };
-    cache::write_atomically(&cache::sibling(&artifact_path, ".DIGESTS"), &digests_text)?;
-    cache::write_atomically(&dir.join("version.txt"), &release.version_txt)?;
+    fsx::write_atomically(&cache::sibling(&artifact_path, ".DIGESTS"), &digests_text)?;
+    fsx::write_atomically(&dir.join("version.txt"), &release.version_txt)?;
     let binding = match (&good, &signature_file) {
         (Some(good), Some(file)) => Some(SignatureBinding {
             file: file
@@ -763,7 +764,7 @@ fn download_verified(
             .unwrap_or(0),
     };
     let json = serde_json::to_vec_pretty(&record).context("encoding the cache record")?;
-    cache::write_atomically(&cache::record_path(&image), &json)?;
+    fsx::write_atomically(&cache::record_path(&image), &json)?;
     Ok(VerifiedImage {
         channel: release.channel,
         version: release.version,
@@ -795,7 +796,7 @@ fn fetch_signature(
     let sig_answer = match client.get_small(&sig_url)? {
         Fetched::Found(bytes) => {
             let path = cache::sibling(artifact_path, ".sig");
-            cache::write_atomically(&path, &bytes)?;
+            fsx::write_atomically(&path, &bytes)?;
             return Ok(SignatureSource::Detached { url: sig_url, path });
         }
         Fetched::NotFound(status) => status,
@@ -804,7 +805,7 @@ fn fetch_signature(
     match client.get_small(&asc_url)? {
         Fetched::Found(bytes) => {
             let path = cache::sibling(artifact_path, ".DIGESTS.asc");
-            cache::write_atomically(&path, &bytes)?;
+            fsx::write_atomically(&path, &bytes)?;
             let good = match keyring.verify_clearsigned(&path) {
                 Ok((good, _)) => good,
                 Err(err) => {
@@ -834,42 +835,32 @@ fn decompress_into_place(compressed: &Path, image: &Path) -> anyhow::Result<(u64
         "bzip2 is not installed; this release ships its image compressed. Install it \
          (e.g. `sudo apt-get install bzip2`) and run again",
     )?;
-    let temp = cache::sibling(image, &format!(".tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<(u64, String)> {
-        let mut reader = duct::cmd(&bzip2, ["-dc".as_ref(), compressed.as_os_str()])
-            .reader()
-            .with_context(|| format!("starting {}", bzip2.display()))?;
-        let mut out =
-            std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
-        let mut sha512 = Sha512::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buffer)
-                .with_context(|| format!("decompressing {}", compressed.display()))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buffer[..n])
-                .with_context(|| format!("writing {} (is the disk full?)", temp.display()))?;
-            sha512.update(&buffer[..n]);
-            size += n as u64;
+    let mut reader = duct::cmd(&bzip2, ["-dc".as_ref(), compressed.as_os_str()])
+        .reader()
+        .with_context(|| format!("starting {}", bzip2.display()))?;
+    let mut out = fsx::AtomicFile::create(image)?;
+    let mut sha512 = Sha512::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buffer)
+            .with_context(|| format!("decompressing {}", compressed.display()))?;
+        if n == 0 {
+            break;
         }
-        out.sync_all()
-            .with_context(|| format!("syncing {}", temp.display()))?;
-        cache::install(&temp, image)?;
-        Ok((size, cache::hex(&sha512.finalize())))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        out.write_all(&buffer[..n])
+            .with_context(|| format!("writing {} (is the disk full?)", image.display()))?;
+        sha512.update(&buffer[..n]);
+        size += n as u64;
     }
-    result
+    out.commit()?;
+    Ok((size, hex::encode(&sha512.finalize())))
 }
 
 fn discard(paths: &[&Path]) -> anyhow::Result<()> {
     for path in paths {
-        cache::remove_if_present(path)?;
+        fsx::remove_if_present(path)?;
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::net::openpgp::{Fingerprint, Keyring};
 use crate::toolchain::layout::{self, Component, Record};
 use crate::toolchain::tools::{self, PackageManager, Probe, Purpose, Tool, Version, TOOLS};
 use crate::vm::streaming;
+use crate::{fsx, hex};
 
 /// The Packer installed by default. 1.11 loads plugins only from PACKER_PLUGIN_PATH
 /// (or the user's plugin directory), so the project's plugins stay in `.local/`.
@@ -454,17 +455,15 @@ fn remove_leftovers(root: &Path) -> anyhow::Result<()> {
 /// Makes the component's record the last thing an install writes.
 fn write_record(root: &Path, record: &Record) -> anyhow::Result<()> {
     let path = record.component.record_path(root);
-    let dir = path.parent().expect("records live in a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(record).context("encoding the install record")?;
     json.push(b'\n');
-    cache::write_atomically(&path, &json)
+    fsx::write_atomically(&path, &json)
 }
 
 /// Forgets a component before its files change, so that an install killed half-way
 /// leaves a component without a record, which nothing uses.
 fn forget(root: &Path, component: Component) -> anyhow::Result<()> {
-    cache::remove_if_present(&component.record_path(root))
+    fsx::remove_if_present(&component.record_path(root))
 }
 
 fn now() -> u64 {
@@ -599,9 +598,9 @@ fn install_packer(
             bail!("{archive_url} answered {status}, although {sums_name} lists it")
         }
     }
-    let actual = cache::hex(&observer.0.finalize());
+    let actual = hex::encode(&observer.0.finalize());
     if &actual != expected {
-        cache::remove_if_present(&zip)?;
+        fsx::remove_if_present(&zip)?;
         bail!(
             "{archive_url}: its SHA-256 is {actual}, but the signed {sums_name} says {expected}; \
              the archive was deleted and nothing was installed"
@@ -685,7 +684,7 @@ fn install_packer(
             )
         })?;
     }
-    cache::install(&packer, &bin.join("packer"))?;
+    fsx::rename_durably(&packer, &bin.join("packer"))?;
     Ok(Record {
         component: Component::Packer,
         version: version.clone(),
@@ -792,7 +791,7 @@ fn fill_venv(
     }
     let bin = venv.join("bin");
     for program in Component::PythonVenv.programs() {
-        if !tools::is_executable(&bin.join(program)) {
+        if !fsx::is_executable(&bin.join(program)) {
             bail!("pip finished, but {} has no {program}", bin.display());
         }
     }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::workspace;
+use crate::{fsx, workspace};
 
 /// Overrides where the toolchain lives (default: `.local` at the repository root);
 /// a relative path is taken from the repository root.
@@ -126,7 +126,7 @@ pub fn local_program(program: &str) -> Option<PathBuf> {
         .filter(|c| c.programs().contains(&program))
         .filter(|c| c.is_installed(&root))
         .map(|c| c.bin_dir(&root).join(program))
-        .find(|path| crate::toolchain::tools::is_executable(path))
+        .find(|path| fsx::is_executable(path))
 }
 
 /// Whether `path` is one of the toolchain's programs.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use crate::toolchain::layout::{self, Component};
+use crate::{ansi, fsx};
 
 /// What the user is about to do; each purpose needs its own set of tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -398,14 +399,7 @@ pub fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .filter(|dir| !layout::is_project_local(dir))
         .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-}
-
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+        .find(|candidate| fsx::is_executable(candidate))
 }
 
 /// The first `MAJOR.MINOR[.PATCH]` in a tool's version output, after stripping
@@ -413,7 +407,7 @@ pub fn is_executable(path: &Path) -> bool {
 /// Works for every tool in [`TOOLS`]: `Packer v1.6.6`, `ansible-playbook [core
 /// 2.14.18]`, `QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)`, `version: 0.9.0`.
 pub fn parse_version(output: &str) -> Option<Version> {
-    let text = strip_ansi(output);
+    let text = ansi::strip(output);
     let bytes = text.as_bytes();
     let mut start = 0;
     while start < bytes.len() {
@@ -440,24 +434,6 @@ pub fn parse_version(output: &str) -> Option<Version> {
         }
     }
     None
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences end with a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// How a tool stands on this machine.
