@@ -1,6 +1,7 @@
 //! Files as the xtask writes and reads them everywhere: one atomic write (a reader
 //! sees the old file or the whole new one, also after a crash), a durable rename,
-//! removing what may be absent, and whether a path is an executable program.
+//! removing what may be absent, a lock on a directory being filled, and whether a
+//! path is an executable program.
 
 use std::fs::{File, Permissions};
 use std::io::Write;
@@ -119,6 +120,34 @@ pub fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// An exclusive lock on a directory that a run is filling (a cache entry, the
+/// toolchain), so two runs never write the same files. Released when dropped.
+pub struct DirLock {
+    _file: File,
+}
+
+/// Locks `dir` through the file `.lock` in it, waiting (and saying so) while
+/// another run holds it.
+pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
+    let path = dir.join(".lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "Waiting for another run that is filling {} ...",
+                dir.display()
+            );
+            file.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    Ok(DirLock { _file: file })
+}
+
 /// Whether `path` is a regular file someone may execute.
 pub fn is_executable(path: &Path) -> bool {
     path.metadata()
@@ -200,6 +229,19 @@ mod tests {
         drop(file);
         assert_eq!(names(dir.path()), ["x"]);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_locked_directory_cannot_be_locked_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_dir(dir.path()).unwrap();
+        let other = File::open(dir.path().join(".lock")).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(lock);
+        other.try_lock().unwrap();
     }
 
     #[test]

@@ -244,32 +244,6 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes))
 }
 
-/// An exclusive lock on one cache entry, held while it is being filled, so two
-/// runs never download into the same partial file. Released when dropped.
-pub struct EntryLock {
-    _file: File,
-}
-
-pub fn lock_entry(dir: &Path) -> anyhow::Result<EntryLock> {
-    let path = dir.join(".lock");
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!(
-                "Waiting for another run that is filling {} ...",
-                dir.display()
-            );
-            file.lock()
-                .with_context(|| format!("locking {}", path.display()))?;
-        }
-        Err(std::fs::TryLockError::Error(err)) => {
-            return Err(err).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-    Ok(EntryLock { _file: file })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -329,7 +329,7 @@ pub fn fetch_image(
     }
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _lock = cache::lock_entry(&dir)?;
+    let _lock = fsx::lock_dir(&dir)?;
     // Another run may have filled the entry while we waited for the lock.
     if cached(opts, &image, &trust)?.is_none() {
         return hit(opts, release, &image);

@@ -16,7 +16,6 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-use crate::flatcar::cache;
 use crate::net::download::{Fetched, HttpClient, Observer, ProgressStyle};
 use crate::net::openpgp::{Fingerprint, Keyring};
 use crate::toolchain::layout::{self, Component, Record};
@@ -351,7 +350,7 @@ pub fn run(
     }
 
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let _lock = cache::lock_entry(&root)?;
+    let _lock = fsx::lock_dir(&root)?;
     remove_leftovers(&root)?;
     let client = HttpClient::new(retries, ProgressStyle::for_stderr(false));
     for component in &plan.install {
