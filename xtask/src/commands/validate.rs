@@ -237,10 +237,7 @@ impl Placeholders {
         std::fs::write(&ignition, b"{}\n")
             .with_context(|| format!("writing {}", ignition.display()))?;
         let key = key::generate(sh, dir.path(), "cargo-xtask-validate")?;
-        let image_digest = Sha512::digest(b"")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let image_digest = crate::hex::encode(&Sha512::digest(b""));
         Ok(Placeholders {
             dir,
             image,

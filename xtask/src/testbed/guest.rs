@@ -226,7 +226,7 @@ pub fn recipe_id(files: &[GuestFile]) -> String {
         field(f.contents.as_bytes());
     }
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest[..8])
 }
 
 /// The portable-PyPy-shaped archive made from Debian's PyPy.
