@@ -45,9 +45,32 @@ fn copy_checkout(from: &Path, to: &Path) {
     }
 }
 
+/// `cargo <args>` in `dir`, building into `target_dir`.
+fn cargo(dir: &Path, target_dir: &Path, args: &[&str]) -> std::process::Output {
+    let sh = xshell::Shell::new().unwrap();
+    Command::from(nested_cargo::command(&sh).args(args))
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_second_checkout_validates_its_own_files() {
     let a = workspace::project_root();
+    // The target directory this test's xtask was built in: <target>/debug/xtask.
+    let binary = Path::new(env!("CARGO_BIN_EXE_xtask"));
+    let target_dir = binary.parent().and_then(Path::parent).unwrap();
+    // The binary `cargo xtask` runs, compiled in A, as a `cargo xtask` there leaves
+    // it (`cargo test` builds the crate as another unit, with the same output path).
+    let built = cargo(&a, target_dir, &["build", "--quiet", "--package", "xtask"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let compiled_in_a = binary.metadata().unwrap().modified().unwrap();
+
     let b = tempfile::tempdir().unwrap();
     copy_checkout(&a, b.path());
     // B, and only B, has a trailing comma.
@@ -56,25 +79,24 @@ fn a_second_checkout_validates_its_own_files() {
     let broken = text.trim_end().trim_end_matches('}').trim_end().to_owned() + ",\n}\n";
     std::fs::write(b.path().join(file), &broken).unwrap();
 
-    // The target directory this test's xtask was built in: <target>/debug/xtask.
-    let target_dir = Path::new(env!("CARGO_BIN_EXE_xtask"))
-        .parent()
-        .and_then(Path::parent)
-        .unwrap();
-    let sh = xshell::Shell::new().unwrap();
-    let out = Command::from(nested_cargo::command(&sh).args([
-        "xtask",
-        "validate",
-        "--no-install",
-        "--allow-missing",
-        "--format",
-        "json",
-    ]))
-    .current_dir(b.path())
-    .env("CARGO_TARGET_DIR", target_dir)
-    .output()
-    .unwrap();
+    let out = cargo(
+        b.path(),
+        target_dir,
+        &[
+            "xtask",
+            "validate",
+            "--no-install",
+            "--allow-missing",
+            "--format",
+            "json",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        binary.metadata().unwrap().modified().unwrap(),
+        compiled_in_a,
+        "cargo rebuilt the xtask in B, so B did not run the binary compiled in A: {stderr}"
+    );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let b_root = b.path().canonicalize().unwrap();
