@@ -382,10 +382,7 @@ fn why_validation_stopped_the_build_is_said() {
 /// `<hex>` of the SHA-512 of `bytes`.
 fn sha512_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha512::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    xtask::hex::encode(&sha2::Sha512::digest(bytes))
 }
 
 #[test]
