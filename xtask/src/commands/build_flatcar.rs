@@ -182,8 +182,8 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
     let plan = plan::plan(&planned.inputs, image.as_ref().map(|i| i.sha512.as_str()));
     let paths = &plan.paths;
 
-    // From here on, Ctrl-C lets packer stop its VM, then we remove what we made.
-    streaming::catch_interrupts();
+    // While packer runs, Ctrl-C lets it stop its VM, then we remove what we made.
+    let interrupts = streaming::catch_interrupts();
     let result =
         run_packer(sh, &plan, image.as_ref()).and_then(|()| match streaming::interrupted() {
             true => Err(anyhow::anyhow!("interrupted")),
@@ -198,6 +198,7 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
             paths.output.display()
         )));
     }
+    drop(interrupts);
 
     let public_key = paths.ssh_private_key.with_extension("pub");
     let record = BuildRecord::new(

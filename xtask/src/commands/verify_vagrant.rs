@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::build::record::BuildRecord;
+use crate::flatcar::release::{Channel, Version};
 use crate::fsx::{write_atomically, write_atomically_with_mode};
 use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::vm::accelerator::Accelerator;
@@ -135,6 +136,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         None => newest_output_dir()?,
     };
     let record = BuildRecord::read(&output_dir)?;
+    let (channel, version) = release_of(&record, &output_dir)?;
     let box_file = find_box(&output_dir)?;
     let accelerator = args.accelerator.unwrap_or(record.accelerator);
 
@@ -156,7 +158,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     }
     check_libvirtd(sh)?;
 
-    let box_name = vagrant::box_name(&record.recipe.channel, &record.recipe.version);
+    let box_name = vagrant::box_name(channel.name(), &version.to_string());
     let work = output_dir.join("vagrant");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let key = key::generate(sh, &work, "flatcar-capi-builder verify")?;
@@ -252,9 +254,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     Ok(Some(format!(
-        "export FLATCAR_CHANNEL={} FLATCAR_VERSION={} VAGRANT_VAGRANTFILE={}",
-        record.recipe.channel,
-        record.recipe.version,
+        "export FLATCAR_CHANNEL={channel} FLATCAR_VERSION={version} VAGRANT_VAGRANTFILE={}",
         vagrantfile.display()
     )))
 }
@@ -279,6 +279,30 @@ impl Vagrant {
             ),
         }
     }
+}
+
+/// The release a build.json names, parsed as the command line parses it: anyone who
+/// can write an output directory writes build.json, and these values go into the
+/// Vagrantfile (Ruby) and the printed shell line.
+fn release_of(record: &BuildRecord, output_dir: &Path) -> anyhow::Result<(Channel, Version)> {
+    let path = output_dir.join(crate::build::record::FILE_NAME);
+    let field = |name: &str, err: String| {
+        anyhow::anyhow!(
+            "{}: field `{name}`: {err}; this is not a build.json that `cargo xtask build-flatcar` wrote",
+            path.display()
+        )
+    };
+    let channel = record
+        .recipe
+        .channel
+        .parse()
+        .map_err(|e| field("channel", e))?;
+    let version = record
+        .recipe
+        .version
+        .parse()
+        .map_err(|e| field("version", e))?;
+    Ok((channel, version))
 }
 
 /// libvirtd must answer on the system connection vagrant-libvirt uses.

@@ -6,33 +6,85 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 
-/// Set once the user pressed Ctrl-C (or the process got SIGINT/SIGTERM).
-fn interrupted_flag() -> &'static Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            // Registering only fails for forbidden signals, which these are not.
-            signal_hook::flag::register(signal, flag.clone())
-                .expect("registering a signal handler");
+/// The signals that count as Ctrl-C.
+const CAUGHT: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// Ctrl-C presses (SIGINT or SIGTERM) that arrived while they were caught.
+static PRESSES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many [`CatchInterrupts`] are alive, and the handling the first one replaced.
+struct Catching {
+    depth: usize,
+    previous: Option<[libc::sigaction; 2]>,
+}
+
+static CATCHING: Mutex<Catching> = Mutex::new(Catching {
+    depth: 0,
+    previous: None,
+});
+
+extern "C" fn count_press(_signal: libc::c_int) {
+    // Async-signal-safe: one atomic add, nothing else.
+    PRESSES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// While one of these lives, Ctrl-C is counted instead of ending the xtask, so a
+/// streamed command can stop its VMs and the caller can clean up. Dropping the last
+/// one restores the handling from before (normally: Ctrl-C ends the process), so a
+/// download or a `[y/N]` prompt after a streamed command stops on Ctrl-C again.
+#[must_use = "Ctrl-C is caught only while the guard lives"]
+pub struct CatchInterrupts(());
+
+/// From now until the guard is dropped, Ctrl-C sets [`interrupted`] instead of
+/// killing the xtask outright.
+pub fn catch_interrupts() -> CatchInterrupts {
+    let mut catching = CATCHING.lock().unwrap_or_else(PoisonError::into_inner);
+    if catching.depth == 0 {
+        let handler = count_press as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        catching.previous = Some(CAUGHT.map(|signal| set_action(signal, handler)));
+    }
+    catching.depth += 1;
+    CatchInterrupts(())
+}
+
+impl Drop for CatchInterrupts {
+    fn drop(&mut self) {
+        let mut catching = CATCHING.lock().unwrap_or_else(PoisonError::into_inner);
+        catching.depth -= 1;
+        if catching.depth == 0 {
+            if let Some(previous) = catching.previous.take() {
+                for (signal, action) in CAUGHT.into_iter().zip(previous) {
+                    // SAFETY: puts back an action sigaction(2) itself returned.
+                    unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+                }
+            }
         }
-        flag
-    })
+    }
 }
 
-/// From now on, Ctrl-C sets a flag instead of killing the xtask outright.
-pub fn catch_interrupts() {
-    interrupted_flag();
+/// Makes `handler` the action for `signal`, returning the action it replaced.
+fn set_action(signal: libc::c_int, handler: libc::sighandler_t) -> libc::sigaction {
+    // SAFETY: zeroed sigaction structs are valid; the handler only adds to an atomic.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        // Reads interrupted by Ctrl-C go on; the watcher thread acts on the press.
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, &action, &mut previous);
+        previous
+    }
 }
 
-/// Whether Ctrl-C was pressed since [`catch_interrupts`].
+/// Whether Ctrl-C was pressed while it was caught.
 pub fn interrupted() -> bool {
-    interrupted_flag().load(Ordering::SeqCst)
+    PRESSES.load(Ordering::SeqCst) > 0
 }
 
 /// How a streamed command ended.
@@ -44,8 +96,10 @@ pub struct Finished {
 
 /// Runs `program args...` in `dir` with `env` added, echoing each output line to
 /// stderr as `prefix | line` (or not at all when `prefix` is `None`) and
-/// optionally appending it to `log`. On Ctrl-C the command gets SIGINT and is
-/// waited for.
+/// optionally appending it to `log`. The first Ctrl-C (of the whole run) is passed
+/// on to the command as SIGINT, so it can stop its VMs, and waited for; any later
+/// one, the user insisting, kills the command and fails, so the caller cleans up
+/// and the process ends.
 pub fn run(
     program: &Path,
     args: &[OsString],
@@ -54,7 +108,7 @@ pub fn run(
     prefix: Option<&str>,
     log: Option<&Path>,
 ) -> anyhow::Result<Finished> {
-    catch_interrupts();
+    let _interrupts = catch_interrupts();
     let mut expression = duct::cmd(program, args)
         .dir(dir)
         .stderr_to_stdout()
@@ -78,19 +132,28 @@ pub fn run(
         None => None,
     };
 
-    // A watcher forwards Ctrl-C to the child while the main thread reads lines.
+    // A watcher acts on Ctrl-C presses made while the command runs, and only those:
+    // a cleanup command run after an interrupted one is not stopped at once.
     let done = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let done = done.clone();
+        let (done, killed) = (done.clone(), killed.clone());
+        let mut handled = PRESSES.load(Ordering::SeqCst);
         std::thread::spawn(move || {
-            let mut forwarded = false;
             while !done.load(Ordering::SeqCst) {
-                if !forwarded && interrupted() {
+                let presses = PRESSES.load(Ordering::SeqCst);
+                if presses > handled {
+                    handled = presses;
+                    let signal = if presses >= 2 {
+                        killed.store(true, Ordering::SeqCst);
+                        libc::SIGKILL
+                    } else {
+                        libc::SIGINT
+                    };
                     for &pid in &pids {
                         // SAFETY: kill(2) with a pid we started and a valid signal.
-                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+                        unsafe { libc::kill(pid as libc::pid_t, signal) };
                     }
-                    forwarded = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
@@ -137,6 +200,12 @@ pub fn run(
         .map(|o| o.status.success());
     done.store(true, Ordering::SeqCst);
     let _ = watcher.join();
+    if killed.load(Ordering::SeqCst) {
+        anyhow::bail!(
+            "interrupted again: stopped {} without waiting for it",
+            program.display()
+        );
+    }
     Ok(Finished {
         success: status.unwrap_or(false),
         output,
@@ -170,6 +239,64 @@ mod tests {
         assert!(!finished.success);
         assert_eq!(finished.output, "one\ntwo\n");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    }
+
+    /// Set in the environment of the child process the test below starts.
+    const CHILD: &str = "STREAMING_TEST_CHILD";
+
+    #[test]
+    fn finding_11_ctrl_c_ends_the_process_again_after_a_streamed_command() {
+        if std::env::var_os(CHILD).is_some() {
+            // The child: one streamed command, then an ordinary wait, as before a
+            // download or a prompt.
+            let args: Vec<OsString> = vec!["0".into()];
+            let finished = run(
+                Path::new("/bin/sleep"),
+                &args,
+                Path::new("/"),
+                &[],
+                None,
+                None,
+            );
+            assert!(finished.unwrap().success);
+            println!("streamed");
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "vm::streaming::tests::finding_11_ctrl_c_ends_the_process_again_after_a_streamed_command",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let streamed = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .any(|line| line.unwrap() == "streamed");
+        assert!(streamed, "the child never ran its streamed command");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(libc::SIGINT),
+            "Ctrl-C after a streamed command must end the process"
+        );
     }
 
     #[test]

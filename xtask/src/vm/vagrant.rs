@@ -40,14 +40,18 @@ pub struct VagrantfileSpec<'a> {
 
 /// A Vagrantfile that boots `box_name` on libvirt and hands it an Ignition config
 /// authorizing the verify key: the box has no key of its own, and Ignition runs
-/// on its first boot.
+/// on its first boot. Every string is a single-quoted Ruby literal, so no value
+/// (a path, a name read from build.json) can interpolate `#{...}` into code.
 pub fn render_vagrantfile(spec: &VagrantfileSpec<'_>) -> String {
-    let ruby = |path: &Path| format!("{:?}", path.display().to_string());
+    let fw_cfg = format!(
+        "name=opt/org.flatcar-linux/config,file={}",
+        spec.ignition_config.display()
+    );
     format!(
-        r#"# Written by `cargo xtask verify-vagrant`; boots {box_name} under libvirt.
+        r#"# Written by `cargo xtask verify-vagrant`; boots the box below under libvirt.
 Vagrant.configure("2") do |config|
-  config.vm.box = "{box_name}"
-  config.vm.hostname = "{box_name}"
+  config.vm.box = {box_name}
+  config.vm.hostname = {box_name}
   config.vm.synced_folder ".", "/vagrant", disabled: true
   config.ssh.username = "core"
   config.ssh.private_key_path = {key}
@@ -57,17 +61,22 @@ Vagrant.configure("2") do |config|
     libvirt.memory = {memory}
     libvirt.cpus = {cpus}
     libvirt.qemuargs :value => "-fw_cfg"
-    libvirt.qemuargs :value => "name=opt/org.flatcar-linux/config,file={ignition}"
+    libvirt.qemuargs :value => {fw_cfg}
   end
 end
 "#,
-        box_name = spec.box_name,
-        key = ruby(spec.private_key),
+        box_name = ruby_literal(spec.box_name),
+        key = ruby_literal(&spec.private_key.display().to_string()),
         driver = spec.accelerator.libvirt_driver(),
         memory = spec.memory_mib,
         cpus = spec.cpus,
-        ignition = spec.ignition_config.display(),
+        fw_cfg = ruby_literal(&fw_cfg),
     )
+}
+
+/// `text` as a single-quoted Ruby string: only `\\` and `\'` are special there.
+fn ruby_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Box names with their provider from `vagrant box list` (`name (provider, version)`).
@@ -171,24 +180,33 @@ mod tests {
             cpus: 2,
         });
         expect_test::expect![[r#"
-            # Written by `cargo xtask verify-vagrant`; boots flatcar-stable-4081.2.0 under libvirt.
+            # Written by `cargo xtask verify-vagrant`; boots the box below under libvirt.
             Vagrant.configure("2") do |config|
-              config.vm.box = "flatcar-stable-4081.2.0"
-              config.vm.hostname = "flatcar-stable-4081.2.0"
+              config.vm.box = 'flatcar-stable-4081.2.0'
+              config.vm.hostname = 'flatcar-stable-4081.2.0'
               config.vm.synced_folder ".", "/vagrant", disabled: true
               config.ssh.username = "core"
-              config.ssh.private_key_path = "/work/verify/id_ed25519"
+              config.ssh.private_key_path = '/work/verify/id_ed25519'
               config.ssh.insert_key = false
               config.vm.provider :libvirt do |libvirt|
                 libvirt.driver = "qemu"
                 libvirt.memory = 2048
                 libvirt.cpus = 2
                 libvirt.qemuargs :value => "-fw_cfg"
-                libvirt.qemuargs :value => "name=opt/org.flatcar-linux/config,file=/work/verify/ignition.json"
+                libvirt.qemuargs :value => 'name=opt/org.flatcar-linux/config,file=/work/verify/ignition.json'
               end
             end
         "#]]
         .assert_eq(&text);
+    }
+
+    #[test]
+    fn finding_12_ruby_literals_cannot_interpolate() {
+        assert_eq!(ruby_literal("plain"), "'plain'");
+        assert_eq!(
+            ruby_literal("a#{system('x')}\\b"),
+            "'a#{system(\\'x\\')}\\\\b'"
+        );
     }
 
     #[test]
