@@ -127,3 +127,27 @@ fn finding_1_the_namespace_dies_with_the_xtask() {
     // The private tmpfs hid everything the namespace wrote from the host.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+#[ignore = "needs root and libvirtd: starts a libvirtd of its own in a private namespace (no VM)"]
+fn dropping_the_namespace_ends_every_process_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = LibvirtNamespace::start(dir.path()).unwrap();
+    let netns = namespace_below(std::process::id()).expect("no namespace below the test");
+    assert!(!processes_in(&netns).is_empty());
+    let started = Instant::now();
+    drop(namespace);
+    let survivors = processes_in(&netns);
+    for (pid, _) in &survivors {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+    // libvirtd and virtlogd stop on SIGTERM; nothing waits for the 5 s SIGKILL.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -181,9 +181,13 @@ fn send(child: &Child, signal: &str) {
     assert!(ok.success());
 }
 
+/// Whether `pid` runs (a zombie does not).
 fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest.trim_start());
+    !state.is_empty() && !state.starts_with('Z')
 }
 
 #[test]
@@ -226,6 +230,10 @@ fn finding_11_a_second_ctrl_c_ends_a_streamed_command_and_the_process() {
     let out = child.wait_with_output().unwrap();
     let status = status.expect("two Ctrl-Cs did not end verify-vagrant within 10 s");
     assert_eq!(status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupted again"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted again"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!vagrant_survived, "the streamed vagrant survived");
 }

@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// The namespaces' first process, the init of their PID namespace: it reaps the
+/// orphans libvirtd leaves (its daemonized qemu capability probes), which libvirtd
+/// otherwise waits for until a timeout, minutes in all. Perl is essential on Debian.
+const HOLDER: [&str; 3] = ["perl", "-e", "while (1) { sleep 1 if wait == -1 }"];
+
 /// Directories libvirt keeps state in; each gets a private tmpfs.
 const STATE_DIRS: [&str; 4] = [
     "/run/libvirt",
@@ -200,9 +205,12 @@ impl LibvirtNamespace {
                 }
             }
         }
-        // The holder, as the namespace's init, ignores SIGTERM; the others may clean up.
-        let holder = self.holder;
-        signal_and_wait(&self.netns, libc::SIGTERM, |pid| pid != holder);
+        // The others may clean up; unshare ignores SIGTERM, and so does the holder as
+        // the namespace's init.
+        let (holder, unshare) = (self.holder, self.unshare.id());
+        signal_and_wait(&self.netns, libc::SIGTERM, |pid| {
+            pid != holder && pid != unshare
+        });
         // Killing unshare kills the holder (--kill-child), and the kernel then kills
         // whatever is left in the PID namespace; anything else in the network
         // namespace goes last.
@@ -239,9 +247,8 @@ fn spawn_unshare() -> anyhow::Result<Child> {
             "--mount-proc",
             "--fork",
             "--kill-child",
-            "sleep",
-            "infinity",
         ])
+        .args(HOLDER)
         .stdin(Stdio::null());
     // SAFETY: prctl and getppid are async-signal-safe; this runs in the child before exec.
     unsafe {
@@ -312,7 +319,7 @@ fn processes_in(netns: &str) -> Vec<u32> {
         .collect()
 }
 
-/// unshare's forked child, once it runs `sleep` (after mounting /proc for the PID
+/// unshare's forked child, once it runs the holder (after mounting /proc for the PID
 /// namespace), waiting briefly for it.
 fn wait_for_holder(unshare: u32) -> anyhow::Result<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -325,7 +332,7 @@ fn wait_for_holder(unshare: u32) -> anyhow::Result<u32> {
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = holder {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "sleep" {
+            if comm.trim() == HOLDER[0] {
                 return Ok(pid);
             }
         }
