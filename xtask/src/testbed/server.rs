@@ -1,12 +1,14 @@
-//! A static-file HTTP/1.1 server on 127.0.0.1 for a local mirror: `GET` and `HEAD`
-//! of the files under one directory, single byte ranges (`Range: bytes=...`, for
-//! resumed downloads), nothing else. A thread per connection; every request is
-//! recorded so a caller can tell what was fetched. It stops when dropped.
+//! The one static-file HTTP/1.1 server of the test bed, on 127.0.0.1: `GET` and
+//! `HEAD` of the files under one directory and single byte ranges (`Range: bytes=...`,
+//! for resumed downloads), nothing else. Every request is logged, and a caller can
+//! switch on faults per path (a dropped connection, a truncated body, an error
+//! status, no Range support) to see how a client copes. Used by `rehearse`, the
+//! benchmarks and the integration tests alike; it stops when dropped.
 //!
 //! A QEMU guest on user-mode networking reaches it as 10.0.2.2:<port>.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,18 +19,61 @@ use anyhow::Context;
 
 /// One request the server answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Served {
+pub struct Request {
     pub method: String,
-    /// The request target as sent (`/path?query`).
-    pub target: String,
+    /// The path as sent, without the query, e.g. `/stable/amd64-usr/current/version.txt`.
+    pub path: String,
+    /// The `Range` header, if the client sent one.
+    pub range: Option<String>,
     pub status: u16,
+}
+
+/// A misbehaviour for one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Send this many body bytes, then close the connection.
+    DropAfter(u64),
+    /// Never send the file's bytes from this offset on (every answer stops there).
+    TruncateAt(u64),
+    /// Answer with this status and an empty body.
+    Status(u16),
+}
+
+#[derive(Debug)]
+struct PathFault {
+    path: String,
+    fault: Fault,
+    /// How many more requests it applies to; `None`: all of them.
+    remaining: Option<usize>,
+}
+
+/// What the connection threads share: the log and the switches.
+#[derive(Debug, Default)]
+struct State {
+    requests: Vec<Request>,
+    ignore_range: bool,
+    faults: Vec<PathFault>,
+}
+
+impl State {
+    /// The fault for the next request of `path`, used up by this call.
+    fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let entry = self
+            .faults
+            .iter_mut()
+            .find(|f| f.path == path && f.remaining != Some(0))?;
+        if let Some(n) = entry.remaining.as_mut() {
+            *n -= 1;
+        }
+        Some(entry.fault)
+    }
 }
 
 /// A running server. Dropping it stops it.
 pub struct FileServer {
     address: SocketAddr,
     stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<Served>>>,
+    state: Arc<Mutex<State>>,
     accept_loop: Option<JoinHandle<()>>,
 }
 
@@ -41,10 +86,10 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding a port on 127.0.0.1")?;
         let address = listener.local_addr().context("reading the bound address")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(Mutex::new(State::default()));
         let accept_loop = {
             let stop = stop.clone();
-            let log = log.clone();
+            let state = state.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -52,19 +97,15 @@ impl FileServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let root = root.clone();
-                    let log = log.clone();
-                    std::thread::spawn(move || {
-                        if let Some(served) = serve_connection(stream, &root) {
-                            log.lock().expect("the request log lock").push(served);
-                        }
-                    });
+                    let state = state.clone();
+                    std::thread::spawn(move || serve_connection(stream, &root, &state));
                 }
             })
         };
         Ok(FileServer {
             address,
             stop,
-            log,
+            state,
             accept_loop: Some(accept_loop),
         })
     }
@@ -80,9 +121,61 @@ impl FileServer {
         format!("http://10.0.2.2:{}", self.address.port())
     }
 
-    /// Every request answered so far, in order.
-    pub fn requests(&self) -> Vec<Served> {
-        self.log.lock().expect("the request log lock").clone()
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("the server state lock")
+    }
+
+    /// Every request answered so far, in order. A request is logged before its
+    /// answer is sent, so a client that has its answer finds it here.
+    pub fn requests(&self) -> Vec<Request> {
+        self.state().requests.clone()
+    }
+
+    /// The requests whose path ends with `suffix`.
+    pub fn requests_for(&self, suffix: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state().requests.clear();
+    }
+
+    /// Answer every request with the whole file and 200, as servers without
+    /// Range support do.
+    pub fn ignore_range(&self, ignore: bool) {
+        self.state().ignore_range = ignore;
+    }
+
+    /// The next `times` requests of `path` close the connection after `bytes` body
+    /// bytes, although the headers announce more.
+    pub fn drop_connection(&self, path: &str, bytes: u64, times: usize) {
+        self.add_fault(path, Fault::DropAfter(bytes), Some(times));
+    }
+
+    /// Every request of `path` stops sending at file offset `offset` and closes the
+    /// connection, although the headers announce more.
+    pub fn truncate_body(&self, path: &str, offset: u64) {
+        self.add_fault(path, Fault::TruncateAt(offset), None);
+    }
+
+    /// The next `times` requests of `path` are answered with `status`.
+    pub fn fail_with_status(&self, path: &str, status: u16, times: usize) {
+        self.add_fault(path, Fault::Status(status), Some(times));
+    }
+
+    fn add_fault(&self, path: &str, fault: Fault, remaining: Option<usize>) {
+        self.state().faults.push(PathFault {
+            path: path.to_owned(),
+            fault,
+            remaining,
+        });
     }
 }
 
@@ -99,13 +192,13 @@ impl Drop for FileServer {
 
 /// A parsed request line and the headers this server reads.
 #[derive(Debug, PartialEq, Eq)]
-struct Request {
+struct RequestHead {
     method: String,
     target: String,
     range: Option<String>,
 }
 
-fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+fn read_request(reader: &mut impl BufRead) -> Option<RequestHead> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
     let mut parts = request_line.split_whitespace();
@@ -126,7 +219,7 @@ fn read_request(reader: &mut impl BufRead) -> Option<Request> {
             }
         }
     }
-    Some(Request {
+    Some(RequestHead {
         method,
         target,
         range,
@@ -216,71 +309,179 @@ fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
     }
 }
 
-fn serve_connection(stream: TcpStream, root: &Path) -> Option<Served> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(300)));
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let request = read_request(&mut reader)?;
-    let mut stream = stream;
-    let status = respond(&mut stream, root, &request).unwrap_or(0);
-    Some(Served {
-        method: request.method,
-        target: request.target,
-        status,
-    })
+/// How one request is answered, decided before anything is sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// A status with an empty body and these extra header lines.
+    Empty {
+        status: u16,
+        reason: &'static str,
+        headers: String,
+    },
+    /// Bytes `start..end` of the file (all of it for 200).
+    Body {
+        status: u16,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
 }
 
-/// Writes the response; the status sent.
-fn respond(stream: &mut TcpStream, root: &Path, request: &Request) -> std::io::Result<u16> {
-    let simple = |stream: &mut TcpStream, status: u16, reason: &str, extra: &str| {
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).map(|()| status)
-    };
-    if request.method != "GET" && request.method != "HEAD" {
-        return simple(stream, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n");
+impl Answer {
+    fn empty(status: u16, reason: &'static str) -> Answer {
+        Answer::Empty {
+            status,
+            reason,
+            headers: String::new(),
+        }
     }
-    let Some(path) = resolve(root, &request.target) else {
-        return simple(stream, 400, "Bad Request", "");
-    };
-    let Ok(mut file) = std::fs::File::open(&path) else {
-        return simple(stream, 404, "Not Found", "");
-    };
-    let len = match file.metadata() {
-        Ok(metadata) if metadata.is_file() => metadata.len(),
-        _ => return simple(stream, 404, "Not Found", ""),
-    };
-    let (status, reason, start, count, range_header) =
-        match parse_range(request.range.as_deref(), len) {
-            RangeRequest::Whole => (200, "OK", 0, len, String::new()),
-            RangeRequest::Part { start, end } => (
-                206,
-                "Partial Content",
-                start,
-                end - start + 1,
-                format!("Content-Range: bytes {start}-{end}/{len}\r\n"),
-            ),
-            RangeRequest::Unsatisfiable => {
-                return simple(
-                    stream,
-                    416,
-                    "Range Not Satisfiable",
-                    &format!("Content-Range: bytes */{len}\r\n"),
-                )
-            }
+
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Empty { status, .. } | Answer::Body { status, .. } => *status,
+        }
+    }
+}
+
+/// The answer to `request` for a file of `len` bytes (`None`: no such file),
+/// given the path's fault and whether ranges are ignored.
+fn decide(
+    request: &RequestHead,
+    len: Option<u64>,
+    fault: Option<Fault>,
+    ignore_range: bool,
+) -> Answer {
+    if let Some(Fault::Status(status)) = fault {
+        return Answer::empty(status, "Injected Fault");
+    }
+    if request.method != "GET" && request.method != "HEAD" {
+        return Answer::Empty {
+            status: 405,
+            reason: "Method Not Allowed",
+            headers: "Allow: GET, HEAD\r\n".to_owned(),
         };
+    }
+    let Some(len) = len else {
+        return Answer::empty(404, "Not Found");
+    };
+    let range = if ignore_range {
+        None
+    } else {
+        request.range.as_deref()
+    };
+    match parse_range(range, len) {
+        RangeRequest::Whole => Answer::Body {
+            status: 200,
+            start: 0,
+            end: len,
+            len,
+        },
+        RangeRequest::Part { start, end } => Answer::Body {
+            status: 206,
+            start,
+            end: end + 1,
+            len,
+        },
+        RangeRequest::Unsatisfiable => Answer::Empty {
+            status: 416,
+            reason: "Range Not Satisfiable",
+            headers: format!("Content-Range: bytes */{len}\r\n"),
+        },
+    }
+}
+
+fn serve_connection(mut stream: TcpStream, root: &Path, state: &Mutex<State>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(300)));
+    let Some(request) = stream
+        .try_clone()
+        .ok()
+        .and_then(|s| read_request(&mut BufReader::new(s)))
+    else {
+        return;
+    };
+    let path = request.target.split('?').next().unwrap_or_default().to_owned();
+    let resolved = resolve(root, &request.target);
+    let file = resolved.as_ref().and_then(|p| std::fs::File::open(p).ok());
+    let len = file
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let (answer, fault, ignore_range) = {
+        let mut state = state.lock().expect("the server state lock");
+        let fault = state.take_fault(&path);
+        let answer = match resolved {
+            None => Answer::empty(400, "Bad Request"),
+            Some(_) => decide(&request, len, fault, state.ignore_range),
+        };
+        state.requests.push(Request {
+            method: request.method.clone(),
+            path,
+            range: request.range.clone(),
+            status: answer.status(),
+        });
+        (answer, fault, state.ignore_range)
+    };
+    let body = file.filter(|_| request.method == "GET");
+    let _ = respond(&mut stream, answer, body, fault, ignore_range);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Sends `answer`, with the bytes of `body` if it has one; a fault may cut the
+/// body short.
+fn respond(
+    stream: &mut TcpStream,
+    answer: Answer,
+    body: Option<std::fs::File>,
+    fault: Option<Fault>,
+    ignore_range: bool,
+) -> std::io::Result<()> {
+    let (status, start, end, len) = match answer {
+        Answer::Empty {
+            status,
+            reason,
+            headers,
+        } => {
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return stream.write_all(head.as_bytes());
+        }
+        Answer::Body {
+            status,
+            start,
+            end,
+            len,
+        } => (status, start, end, len),
+    };
+    let (reason, range_header) = if status == 206 {
+        let last = end - 1;
+        (
+            "Partial Content",
+            format!("Content-Range: bytes {start}-{last}/{len}\r\n"),
+        )
+    } else {
+        ("OK", String::new())
+    };
+    let accept = if ignore_range { "none" } else { "bytes" };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/octet-stream\r\n\
-         Accept-Ranges: bytes\r\n{range_header}Content-Length: {count}\r\nConnection: close\r\n\r\n"
+         Accept-Ranges: {accept}\r\n{range_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        end - start
     );
     stream.write_all(head.as_bytes())?;
-    if request.method == "GET" {
-        file.seek(SeekFrom::Start(start))?;
-        std::io::copy(&mut (&mut file).take(count), stream)?;
-    }
-    stream.flush()?;
-    Ok(status)
+    let Some(mut file) = body else {
+        return stream.flush();
+    };
+    let send_until = match fault {
+        Some(Fault::DropAfter(bytes)) => (start + bytes).min(end),
+        Some(Fault::TruncateAt(offset)) => offset.clamp(start, end),
+        _ => end,
+    };
+    file.seek(SeekFrom::Start(start))?;
+    std::io::copy(&mut (&mut file).take(send_until - start), stream)?;
+    stream.flush()
 }
 
 #[cfg(test)]
@@ -332,7 +533,7 @@ mod tests {
         let request = read_request(&mut std::io::Cursor::new(text)).unwrap();
         assert_eq!(
             request,
-            Request {
+            RequestHead {
                 method: "GET".to_owned(),
                 target: "/x".to_owned(),
                 range: Some("bytes=1-2".to_owned())
@@ -380,13 +581,51 @@ mod tests {
         );
         assert!(unsatisfiable.starts_with("HTTP/1.1 416"), "{unsatisfiable}");
 
-        // The log is written just after each response: wait for the last one.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while server.requests().len() < 7 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         let mut statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
         statuses.sort();
         assert_eq!(statuses, [200, 200, 206, 400, 404, 405, 416]);
+    }
+
+    #[test]
+    fn suffix_ranges_and_faults_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "0123456789").unwrap();
+        let server = FileServer::start(dir.path()).unwrap();
+        let ranged = |range: &str| get(&server, &format!("GET /f HTTP/1.1\r\nRange: {range}\r\n\r\n"));
+
+        let suffix = ranged("bytes=-3");
+        assert!(suffix.starts_with("HTTP/1.1 206 "), "{suffix}");
+        assert!(suffix.contains("Content-Range: bytes 7-9/10\r\n") && suffix.ends_with("\r\n\r\n789"));
+        assert!(ranged("bytes=-0").starts_with("HTTP/1.1 416 "));
+
+        server.fail_with_status("/f", 503, 2);
+        assert!(ranged("bytes=0-").starts_with("HTTP/1.1 503 "));
+        assert!(ranged("bytes=0-").starts_with("HTTP/1.1 503 "));
+        assert!(ranged("bytes=0-").starts_with("HTTP/1.1 206 "));
+
+        server.ignore_range(true);
+        let whole = ranged("bytes=5-");
+        assert!(whole.starts_with("HTTP/1.1 200 ") && whole.contains("Accept-Ranges: none\r\n"));
+        assert!(whole.ends_with("\r\n\r\n0123456789"), "{whole}");
+        server.ignore_range(false);
+
+        server.drop_connection("/f", 4, 1);
+        let dropped = ranged("bytes=2-");
+        assert!(dropped.contains("Content-Length: 8\r\n") && dropped.ends_with("\r\n\r\n2345"));
+        assert!(ranged("bytes=2-").ends_with("\r\n\r\n23456789"), "used up after one");
+
+        server.truncate_body("/f", 6);
+        assert!(ranged("bytes=2-").ends_with("\r\n\r\n2345"));
+        assert!(get(&server, "GET /f?x=1 HTTP/1.1\r\n\r\n").ends_with("\r\n\r\n012345"));
+
+        let log = server.requests_for("/f");
+        assert_eq!(log.len(), 10);
+        assert_eq!(log[0].range.as_deref(), Some("bytes=-3"));
+        assert_eq!(
+            log.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [206, 416, 503, 503, 206, 200, 206, 206, 206, 200]
+        );
+        server.clear_requests();
+        assert_eq!(server.requests(), []);
     }
 }
