@@ -1,7 +1,9 @@
-//! The rehearsal's own inputs, made on this machine because no Flatcar, Kubernetes
-//! or PyPy download is reachable from it: a Flatcar-shaped guest disk image
-//! (`guest`), the files a loopback mirror serves in place of the release server and
-//! the download sites (`mirror`), a static-file HTTP server for them (`server`), and
+//! The test bed: stand-ins for what is not reachable from this machine (Flatcar,
+//! Kubernetes, PyPy downloads), used by the rehearsal, the benchmarks and the
+//! integration tests alike. The one loopback file server with its fault modes
+//! (`server`), the one OpenPGP signer (`signer`), the one builder of Flatcar-shaped
+//! release trees (`release_tree`); for the rehearsal, a Flatcar-shaped guest disk
+//! image (`guest`), the download stand-ins a loopback mirror serves (`mirror`), and
 //! booting a disk image the way build-flatcar boots Flatcar (`boot`).
 //!
 //! Everything here feeds the real build through the inputs any user can set (release
@@ -10,7 +12,9 @@
 pub mod boot;
 pub mod guest;
 pub mod mirror;
+pub mod release_tree;
 pub mod server;
+pub mod signer;
 
 use std::path::PathBuf;
 

@@ -400,7 +400,12 @@ fn serve_connection(mut stream: TcpStream, root: &Path, state: &Mutex<State>) {
     else {
         return;
     };
-    let path = request.target.split('?').next().unwrap_or_default().to_owned();
+    let path = request
+        .target
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let resolved = resolve(root, &request.target);
     let file = resolved.as_ref().and_then(|p| std::fs::File::open(p).ok());
     let len = file
@@ -591,11 +596,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), "0123456789").unwrap();
         let server = FileServer::start(dir.path()).unwrap();
-        let ranged = |range: &str| get(&server, &format!("GET /f HTTP/1.1\r\nRange: {range}\r\n\r\n"));
+        let ranged = |range: &str| {
+            get(
+                &server,
+                &format!("GET /f HTTP/1.1\r\nRange: {range}\r\n\r\n"),
+            )
+        };
 
         let suffix = ranged("bytes=-3");
         assert!(suffix.starts_with("HTTP/1.1 206 "), "{suffix}");
-        assert!(suffix.contains("Content-Range: bytes 7-9/10\r\n") && suffix.ends_with("\r\n\r\n789"));
+        assert!(
+            suffix.contains("Content-Range: bytes 7-9/10\r\n") && suffix.ends_with("\r\n\r\n789")
+        );
         assert!(ranged("bytes=-0").starts_with("HTTP/1.1 416 "));
 
         server.fail_with_status("/f", 503, 2);
@@ -612,7 +624,10 @@ mod tests {
         server.drop_connection("/f", 4, 1);
         let dropped = ranged("bytes=2-");
         assert!(dropped.contains("Content-Length: 8\r\n") && dropped.ends_with("\r\n\r\n2345"));
-        assert!(ranged("bytes=2-").ends_with("\r\n\r\n23456789"), "used up after one");
+        assert!(
+            ranged("bytes=2-").ends_with("\r\n\r\n23456789"),
+            "used up after one"
+        );
 
         server.truncate_body("/f", 6);
         assert!(ranged("bytes=2-").ends_with("\r\n\r\n2345"));
