@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use support::{xtask, FileServer};
+use support::{stderr, xtask, FileServer};
 
 const VERSION_TXT: &str =
     "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\nFLATCAR_VERSION=4081.2.0\n\
@@ -36,10 +36,6 @@ fn build(server: &FileServer, cache: &Path, args: &[&str]) -> Output {
         .env_remove("FLATCAR_VERSION")
         .output()
         .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn image_requests(server: &FileServer) -> usize {

@@ -9,16 +9,16 @@
 //! default (`cargo test --test deps_install -- --ignored` runs them): the default
 //! suite sends traffic to loopback only.
 
-mod checks_support;
 mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use checks_support::{both, copy_of_repository, path_without, report, stderr};
 use serde_json::Value;
-use support::{xtask, FileServer};
+use xtask::testbed::signer::{with_suffix, Form, Signer};
+
+use support::{both, copy_of_repository, path_without, report, stderr, xtask, FileServer};
 
 /// The version the stand-in answers with: below 1.7, so no plugins are installed
 /// (that step needs GitHub).
@@ -125,98 +125,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
-// --- OpenPGP keys made here -------------------------------------------------
-
-fn gpg(home: &Path, args: &[&str]) -> String {
-    let out = Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args(["--batch", "--no-tty", "--passphrase", ""])
-        .args(args)
-        .output()
-        .expect("running gpg");
-    assert!(
-        out.status.success(),
-        "gpg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A GnuPG home with a signing key (and another key, for the wrong-key case). Its
-/// gpg-agent is stopped when the value goes.
-struct Signer {
-    home: tempfile::TempDir,
-    key: String,
-    other: String,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        // A short path: gpg-agent's socket lives in the home directory.
-        let home = tempfile::Builder::new()
-            .prefix("gpg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let make = |uid: &str| {
-            gpg(
-                home.path(),
-                &["--quick-gen-key", uid, "ed25519", "sign", "never"],
-            );
-            gpg(home.path(), &["--with-colons", "--list-keys", uid])
-                .lines()
-                .find(|l| l.starts_with("fpr:"))
-                .unwrap()
-                .split(':')
-                .nth(9)
-                .unwrap()
-                .to_owned()
-        };
-        let key = make("Packer Test Releases <releases@example.invalid>");
-        let other = make("Someone Else <other@example.invalid>");
-        Signer { home, key, other }
-    }
-
-    fn gpg(&self, args: &[&str]) -> String {
-        gpg(self.home.path(), args)
-    }
-
-    /// A detached binary signature of `file` by `key`.
-    fn sign(&self, key: &str, file: &Path) {
-        let out = format!("{}.sig", file.display());
-        self.gpg(&[
-            "--yes",
-            "--local-user",
-            &format!("{key}!"),
-            "--detach-sign",
-            "--output",
-            &out,
-            file.to_str().unwrap(),
-        ]);
-    }
-
-    fn export(&self, key: &str, to: &Path) {
-        std::fs::write(to, self.gpg(&["--armor", "--export", key])).unwrap();
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .status();
-    }
-}
-
 // --- the release tree and the runs ------------------------------------------
 
 /// One test's world: a served release tree, the trusted key's file, a toolchain
 /// directory, and a PATH without the tools the test wants missing.
 struct Setup {
     dir: tempfile::TempDir,
+    /// The release key.
     signer: Signer,
+    /// Another key, for the wrong-key case.
+    other: Signer,
     server: FileServer,
     key_file: PathBuf,
 }
@@ -225,13 +143,15 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("www")).unwrap();
-        let signer = Signer::new();
+        let signer = Signer::new("Packer Test Releases <releases@example.invalid>").unwrap();
+        let other = Signer::new("Someone Else <other@example.invalid>").unwrap();
         let key_file = dir.path().join("release-key.asc");
-        signer.export(&signer.key, &key_file);
+        signer.write_public_key(&key_file, true).unwrap();
         let server = FileServer::start(&dir.path().join("www"));
         Setup {
             dir,
             signer,
+            other,
             server,
             key_file,
         }
@@ -249,7 +169,7 @@ impl Setup {
     /// Serves a release whose archive holds `packer` with `script` as its content,
     /// its SHA256SUMS (listing `listed_sha256` for it, the real one by default) and
     /// the SHA256SUMS signed by `key`.
-    fn publish(&self, script: &str, listed_sha256: Option<&str>, key: &str) {
+    fn publish(&self, script: &str, listed_sha256: Option<&str>, key: &Signer) {
         let dir = self.release_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let archive = zip(&[
@@ -265,7 +185,9 @@ impl Setup {
             archive_name()
         );
         std::fs::write(self.sums_path(), sums).unwrap();
-        self.signer.sign(key, &self.sums_path());
+        let sums = self.sums_path();
+        key.sign(Form::Detached, &sums, &with_suffix(&sums, ".sig"))
+            .unwrap();
     }
 
     fn toolchain(&self) -> PathBuf {
@@ -345,7 +267,7 @@ fn status(entry: &Value) -> &Value {
 #[test]
 fn packer_installs_from_a_signed_release_and_every_command_prefers_it() {
     let s = Setup::new();
-    s.publish(STAND_IN, None, &s.signer.key);
+    s.publish(STAND_IN, None, &s.signer);
     let no_packer = path_without(&["packer"]);
 
     let out = s.run(
@@ -360,7 +282,7 @@ fn packer_installs_from_a_signed_release_and_every_command_prefers_it() {
     )
     .unwrap();
     assert_eq!(record["version"], VERSION);
-    assert_eq!(record["signed_by"], s.signer.key.as_str());
+    assert_eq!(record["signed_by"], s.signer.fingerprint());
     assert!(record["source"]
         .as_str()
         .unwrap()
@@ -397,7 +319,7 @@ fn packer_installs_from_a_signed_release_and_every_command_prefers_it() {
 #[test]
 fn a_checksum_mismatch_deletes_the_archive_and_installs_nothing() {
     let s = Setup::new();
-    s.publish(STAND_IN, Some(&"ab".repeat(32)), &s.signer.key);
+    s.publish(STAND_IN, Some(&"ab".repeat(32)), &s.signer);
     let no_packer = path_without(&["packer"]);
     let out = s.run(
         &["deps", "--install", "--for", "validate"],
@@ -419,7 +341,7 @@ fn a_checksum_mismatch_deletes_the_archive_and_installs_nothing() {
 #[test]
 fn a_signature_by_another_key_stops_before_the_archive_is_fetched() {
     let s = Setup::new();
-    s.publish(STAND_IN, None, &s.signer.other);
+    s.publish(STAND_IN, None, &s.other);
     let no_packer = path_without(&["packer"]);
     let out = s.run(
         &["deps", "--install", "--for", "validate"],
@@ -436,7 +358,7 @@ fn a_signature_by_another_key_stops_before_the_archive_is_fetched() {
 #[test]
 fn checksums_changed_after_signing_are_rejected() {
     let s = Setup::new();
-    s.publish(STAND_IN, None, &s.signer.key);
+    s.publish(STAND_IN, None, &s.signer);
     // Another archive, and SHA256SUMS edited to match it: the signature no longer does.
     let evil = zip(&[("packer", b"#!/bin/sh\necho Packer v1.6.6\n", 0o755)]);
     std::fs::write(s.release_dir().join(archive_name()), &evil).unwrap();
@@ -457,7 +379,7 @@ fn checksums_changed_after_signing_are_rejected() {
 #[test]
 fn the_key_from_the_key_url_must_be_hashicorps_pinned_key() {
     let s = Setup::new();
-    s.publish(STAND_IN, None, &s.signer.key);
+    s.publish(STAND_IN, None, &s.signer);
     std::fs::copy(&s.key_file, s.dir.path().join("www/pgp-key.txt")).unwrap();
     let no_packer = path_without(&["packer"]);
     let out = s
@@ -556,7 +478,7 @@ fn a_pip_failure_shows_pips_output_and_leaves_no_venv() {
 #[test]
 fn an_interrupted_install_is_never_taken_for_a_finished_one() {
     let s = Setup::new();
-    s.publish(STAND_IN, None, &s.signer.key);
+    s.publish(STAND_IN, None, &s.signer);
     // What a killed run leaves: a work directory, a packer renamed into place
     // before the record was written, a venv that pip never finished.
     let root = s.toolchain();
@@ -652,7 +574,7 @@ fn publish_real_packer(s: &Setup) {
         .find(|p| p.is_file())
         .expect("packer is installed (CI installs Debian's 1.6.6)");
     let script = format!("#!/bin/sh\nexec {} \"$@\"\n", real.display());
-    s.publish(&script, None, &s.signer.key);
+    s.publish(&script, None, &s.signer);
 }
 
 fn validate_report(s: &Setup, repo: &Path, extra: &[&str], path: &Path) -> (Output, Value) {

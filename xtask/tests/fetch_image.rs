@@ -8,9 +8,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use xtask::testbed::release_tree::{self, Digests, Image, Release, Served, Signature};
+use xtask::testbed::signer::{Signer, Signing};
 
 use support::{xtask, FileServer};
 
@@ -44,102 +47,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Runs gpg in `home`, optionally at a faked time, and returns its stdout.
-fn gpg(home: &Path, at: Option<u64>, args: &[&str]) -> String {
-    let mut cmd = Command::new("gpg");
-    cmd.arg("--homedir")
-        .arg(home)
-        .args(["--batch", "--no-tty", "--passphrase", ""]);
-    if let Some(at) = at {
-        cmd.arg("--faked-system-time").arg(format!("{at}!"));
-    }
-    let out = cmd.args(args).output().expect("running gpg");
-    assert!(
-        out.status.success(),
-        "gpg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Primary fingerprint first, then the subkeys' in listing order.
-fn fingerprints(home: &Path, key: &str) -> Vec<String> {
-    gpg(home, None, &["--with-colons", "--list-keys", key])
-        .lines()
-        .filter(|l| l.starts_with("fpr:"))
-        .map(|l| l.split(':').nth(9).unwrap().to_owned())
-        .collect()
-}
-
-fn sign(home: &Path, key: &str, at: Option<u64>, file: &Path, out: &Path, clearsign: bool) {
-    let mode = if clearsign {
-        "--clearsign"
-    } else {
-        "--detach-sign"
-    };
-    gpg(
-        home,
-        at,
-        &[
-            "--yes",
-            "--local-user",
-            &format!("{key}!"),
-            mode,
-            "--output",
-            out.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-    );
-}
-
-fn hash_with(tool: &str, file: &Path) -> String {
-    let out = Command::new(tool).arg(file).output().unwrap();
-    assert!(out.status.success(), "{tool} failed");
-    String::from_utf8(out.stdout).unwrap()[..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// A DIGESTS file in the release server's shape, with the given sections.
-fn digests_text(file: &Path, name: &str, sections: &[(&str, &str)]) -> String {
-    sections
-        .iter()
-        .map(|(title, tool)| format!("# {title} HASH\n{}  {name}\n", hash_with(tool, file)))
-        .collect()
-}
-
-const ALL_SECTIONS: &[(&str, &str)] = &[
-    ("MD5", "md5sum"),
-    ("SHA1", "sha1sum"),
-    ("SHA512", "sha512sum"),
-];
-
-fn version_txt(version: &str) -> String {
-    let mut parts = version.split('.');
-    let (build, branch, patch) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    format!(
-        "FLATCAR_BUILD={build}\nFLATCAR_BRANCH={branch}\nFLATCAR_PATCH={patch}\n\
-         FLATCAR_VERSION={version}\nFLATCAR_VERSION_ID={version}\n\
-         FLATCAR_BUILD_ID=\"2024-10-16-1733\"\nFLATCAR_SDK_VERSION=4081.1.0\n"
-    )
-}
-
-fn write(path: &Path, bytes: impl AsRef<[u8]>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    std::fs::copy(from, to).unwrap();
-}
-
 /// Removes fixtures left by earlier test runs whose process is gone.
 fn remove_stale_fixtures(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -156,18 +63,61 @@ fn remove_stale_fixtures(parent: &Path) {
     }
 }
 
-/// Stops the gpg-agent that signing started in a GnuPG home, even when the
-/// fixture panics half-way.
-struct AgentGuard<'a>(&'a Path);
+/// A few MB that do not compress away.
+fn image_bytes() -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..IMAGE_SIZE)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
 
-impl Drop for AgentGuard<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.0)
-            .args(["--kill", "gpg-agent"])
-            .status();
+/// The test key, made ten days ago: a good signing subkey, one that expired after
+/// it signed, one that had expired before it signed, and one revoked (in that
+/// order). The revocation and the expiry are set by [`retire_subkeys`], after the
+/// releases are signed.
+struct Keys {
+    signer: Signer,
+    t0: u64,
+    expired_after: String,
+    expired_before: String,
+    revoked: String,
+}
+
+fn make_keys() -> Keys {
+    let t0 = now() - 10 * 86_400;
+    let signer =
+        Signer::created_at("Flatcar Test Signing <test@example.invalid>", Some(t0)).unwrap();
+    let subkey = || signer.add_signing_subkey(Some(t0)).unwrap();
+    let (expired_after, expired_before, revoked) = (subkey(), subkey(), subkey());
+    Keys {
+        signer,
+        t0,
+        expired_after,
+        expired_before,
+        revoked,
     }
+}
+
+/// Two subkeys expire a day after t0 + 2h (one signed before that, one after); the
+/// fourth is revoked.
+fn retire_subkeys(keys: &Keys) {
+    let expiring = [keys.expired_after.as_str(), keys.expired_before.as_str()];
+    keys.signer
+        .expire_subkeys(Some(keys.t0 + 7200), "1d", &expiring)
+        .unwrap();
+    keys.signer.revoke_subkey(4).unwrap();
+    let listing = keys.signer.listing().unwrap();
+    let subkey_validity: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("sub:"))
+        .map(|l| l.split(':').nth(1).unwrap())
+        .collect();
+    assert_eq!(subkey_validity, ["u", "e", "e", "r"], "{listing}");
 }
 
 fn make_fixture() -> Fixture {
@@ -178,149 +128,12 @@ fn make_fixture() -> Fixture {
     let root = base.join("www");
     let work = base.join("work");
     std::fs::create_dir_all(&work).unwrap();
-    // A short path: gpg-agent's socket lives in the home directory.
-    let home = tempfile::Builder::new()
-        .prefix("gpg")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let home = home.path();
-    let agent = AgentGuard(home);
 
-    // The keys: everything created ten days ago.
-    let t0 = now() - 10 * 86_400;
-    gpg(
-        home,
-        Some(t0),
-        &[
-            "--quick-gen-key",
-            "Flatcar Test Signing <test@example.invalid>",
-            "ed25519",
-            "cert",
-            "never",
-        ],
-    );
-    let primary = fingerprints(home, "test@example.invalid")[0].clone();
-    for _ in 0..4 {
-        gpg(
-            home,
-            Some(t0),
-            &["--quick-add-key", &primary, "ed25519", "sign", "never"],
-        );
-    }
-    let fprs = fingerprints(home, &primary);
-    assert_eq!(fprs.len(), 5);
-    let (good, expired_after, expired_before, revoked) = (&fprs[1], &fprs[2], &fprs[3], &fprs[4]);
-    gpg(
-        home,
-        Some(t0),
-        &[
-            "--quick-gen-key",
-            "Other Signer <other@example.invalid>",
-            "ed25519",
-            "sign",
-            "never",
-        ],
-    );
-    let other = fingerprints(home, "other@example.invalid")[0].clone();
-
-    // The image and its signatures.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let image: Vec<u8> = (0..IMAGE_SIZE)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let keys = make_keys();
+    let other = Signer::created_at("Other Signer <other@example.invalid>", Some(keys.t0)).unwrap();
+    let image = image_bytes();
     let img = work.join(IMG);
-    write(&img, &image);
-    let sig = |name: &str| work.join(format!("{name}.sig"));
-    sign(home, good, None, &img, &sig("good"), false);
-    sign(home, &other, None, &img, &sig("other"), false);
-    sign(
-        home,
-        expired_after,
-        Some(t0 + 3600),
-        &img,
-        &sig("expired-after"),
-        false,
-    );
-    sign(
-        home,
-        expired_before,
-        Some(t0 + 5 * 86_400),
-        &img,
-        &sig("expired-before"),
-        false,
-    );
-    sign(home, revoked, None, &img, &sig("revoked"), false);
-    // Two subkeys expire a day after t0 + 2h: one signed before that, one after.
-    gpg(
-        home,
-        Some(t0 + 7200),
-        &[
-            "--quick-set-expire",
-            &primary,
-            "1d",
-            expired_after,
-            expired_before,
-        ],
-    );
-    // Revoke the fourth subkey (gpg 2.2 has no --quick command for that).
-    let mut edit = Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--no-tty",
-            "--command-fd",
-            "0",
-            "--edit-key",
-            &primary,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    edit.stdin
-        .take()
-        .unwrap()
-        .write_all(b"key 4\nrevkey\ny\n0\n\ny\nsave\n")
-        .unwrap();
-    assert!(edit.wait().unwrap().success());
-    let listing = gpg(home, None, &["--with-colons", "--list-keys", &primary]);
-    let subkey_validity: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.starts_with("sub:"))
-        .map(|l| l.split(':').nth(1).unwrap())
-        .collect();
-    assert_eq!(subkey_validity, ["u", "e", "e", "r"], "{listing}");
-
-    let key = root.join("keys").join("test-key.asc");
-    write(&key, gpg(home, None, &["--armor", "--export", &primary]));
-
-    let digests = work.join("good.DIGESTS");
-    write(&digests, digests_text(&img, IMG, ALL_SECTIONS));
-    sign(
-        home,
-        good,
-        None,
-        &digests,
-        &work.join("good.DIGESTS.asc"),
-        true,
-    );
-    sign(
-        home,
-        &other,
-        None,
-        &digests,
-        &work.join("other.DIGESTS.asc"),
-        true,
-    );
-
+    std::fs::write(&img, &image).unwrap();
     let bz2 = work.join(format!("{IMG}.bz2"));
     let out = Command::new("bzip2")
         .arg("-kc")
@@ -328,100 +141,108 @@ fn make_fixture() -> Fixture {
         .output()
         .expect("running bzip2");
     assert!(out.status.success());
-    write(&bz2, &out.stdout);
-    sign(home, good, None, &bz2, &sig("bz2"), false);
+    std::fs::write(&bz2, &out.stdout).unwrap();
 
-    drop(agent);
-
-    // The release tree.
-    let channel = root.join("stable").join("amd64-usr");
-    let release = |version: &str| {
-        let dir = channel.join(version);
-        write(&dir.join("version.txt"), version_txt(version));
-        dir
-    };
-    // A complete release with a good signature, made the most usual way.
-    let full = |version: &str, signature: &str| {
-        let dir = release(version);
-        copy(&img, &dir.join(IMG));
-        copy(&sig(signature), &dir.join(format!("{IMG}.sig")));
-        copy(&digests, &dir.join(format!("{IMG}.DIGESTS")));
-        dir
-    };
-    write(
-        &channel.join("current").join("version.txt"),
-        version_txt("4081.2.0"),
-    );
-    let good_release = full("4081.2.0", "good");
-    copy(&img, &good_release.join(UEFI_IMG));
-    copy(&sig("good"), &good_release.join(format!("{UEFI_IMG}.sig")));
-    write(
-        &good_release.join(format!("{UEFI_IMG}.DIGESTS")),
-        digests_text(&img, UEFI_IMG, ALL_SECTIONS),
-    );
-    full("4080.1.0", "good");
-    // One flipped byte in the served image.
-    let dir = full("4081.2.1", "good");
-    let mut flipped = image.clone();
-    flipped[IMAGE_SIZE / 2] ^= 0x01;
-    write(&dir.join(IMG), &flipped);
-    // A DIGESTS whose SHA-512 is wrong (the signature is fine).
-    let dir = full("4081.2.2", "good");
-    write(
-        &dir.join(format!("{IMG}.DIGESTS")),
-        digests_text(&img, IMG, ALL_SECTIONS)
-            .replace(&hash_with("sha512sum", &img), &hash_with("sha512sum", &key)),
-    );
-    // A DIGESTS without a SHA512 section.
-    let dir = full("4081.2.3", "good");
-    write(
-        &dir.join(format!("{IMG}.DIGESTS")),
-        digests_text(&img, IMG, &ALL_SECTIONS[..2]),
-    );
-    full("4081.2.4", "other");
-    full("4081.2.5", "expired-before");
-    full("4081.2.6", "revoked");
-    full("4081.2.7", "expired-after");
-    // Only the .bz2 (older releases).
-    let dir = release("4081.2.8");
-    copy(&bz2, &dir.join(format!("{IMG}.bz2")));
-    copy(&sig("bz2"), &dir.join(format!("{IMG}.bz2.sig")));
-    write(
-        &dir.join(format!("{IMG}.bz2.DIGESTS")),
-        digests_text(&bz2, &format!("{IMG}.bz2"), ALL_SECTIONS),
-    );
-    // No .sig; a clear-signed DIGESTS instead (by the key, then by another key).
-    for (version, asc) in [("4081.2.9", "good"), ("4081.2.10", "other")] {
-        let dir = release(version);
-        copy(&img, &dir.join(IMG));
-        copy(&digests, &dir.join(format!("{IMG}.DIGESTS")));
-        copy(
-            &work.join(format!("{asc}.DIGESTS.asc")),
-            &dir.join(format!("{IMG}.DIGESTS.asc")),
-        );
+    let good = keys.signer.signing();
+    write_releases(&root, &img, &bz2, good, other.signing());
+    // Signed by the subkeys that are retired next, at times around their retirement.
+    for (version, subkey, at) in [
+        ("4081.2.5", &keys.expired_before, Some(keys.t0 + 5 * 86_400)),
+        ("4081.2.6", &keys.revoked, None),
+        ("4081.2.7", &keys.expired_after, Some(keys.t0 + 3600)),
+    ] {
+        let signing = Signing {
+            subkey: Some(subkey),
+            at,
+            ..good
+        };
+        write_release(&root, version, vec![signed(IMG, &img, signing)]);
     }
-    // A version.txt that is not one.
-    write(
-        &channel.join("4081.2.11").join("version.txt"),
-        "<html><body>Moved</body></html>\n",
-    );
-    // A release directory without any image.
-    release("4081.2.12");
-    // DIGESTS and signature, but the image itself is missing.
-    let dir = full("4081.2.13", "good");
-    std::fs::remove_file(dir.join(IMG)).unwrap();
-    // A .sig that holds no signature at all.
-    let dir = full("4081.2.15", "good");
-    write(&dir.join(format!("{IMG}.sig")), "<html>Not Found</html>\n");
-    // No signature of any kind.
-    let dir = full("4081.2.14", "good");
-    std::fs::remove_file(dir.join(format!("{IMG}.sig"))).unwrap();
+    retire_subkeys(&keys);
 
+    let key = root.join("keys").join("test-key.asc");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    keys.signer.write_public_key(&key, true).unwrap();
     Fixture {
         root,
         key,
         image,
-        primary,
+        primary: keys.signer.fingerprint().to_owned(),
+    }
+}
+
+/// `name` with its `.sig` by `signing` and a DIGESTS: a release made the most usual way.
+fn signed<'a>(name: &'a str, source: &'a Path, signing: Signing<'a>) -> Image<'a> {
+    Image {
+        signature: Signature::By(signing),
+        ..Image::new(name, source)
+    }
+}
+
+fn write_release(root: &Path, version: &str, images: Vec<Image>) {
+    let release = Release {
+        build_id: "2024-10-16-1733",
+        images,
+        ..Release::new("stable", "amd64", version)
+    };
+    release_tree::write(root, &release).unwrap();
+}
+
+/// Every release of the tree but those signed by retired subkeys.
+fn write_releases<'a>(
+    root: &Path,
+    img: &'a Path,
+    bz2: &'a Path,
+    good: Signing<'a>,
+    other: Signing<'a>,
+) {
+    let current = Release {
+        build_id: "2024-10-16-1733",
+        images: vec![signed(IMG, img, good), signed(UEFI_IMG, img, good)],
+        current: true,
+        ..Release::new("stable", "amd64", "4081.2.0")
+    };
+    release_tree::write(root, &current).unwrap();
+    let bz2_name = format!("{IMG}.bz2");
+    let faulty = |change: fn(&mut Image)| {
+        let mut image = signed(IMG, img, good);
+        change(&mut image);
+        vec![image]
+    };
+    for (version, images) in [
+        ("4080.1.0", vec![signed(IMG, img, good)]),
+        ("4081.2.1", faulty(|i| i.served = Served::FlippedByte)),
+        ("4081.2.2", faulty(|i| i.digests = Digests::WrongSha512)),
+        ("4081.2.3", faulty(|i| i.digests = Digests::WithoutSha512)),
+        ("4081.2.4", vec![signed(IMG, img, other)]),
+        // Only the .bz2 (older releases).
+        ("4081.2.8", vec![signed(&bz2_name, bz2, good)]),
+        // No .sig; a clear-signed DIGESTS instead (by the key, then by another key).
+        ("4081.2.9", vec![clearsigned(img, good)]),
+        ("4081.2.10", vec![clearsigned(img, other)]),
+        // A release directory without any image.
+        ("4081.2.12", vec![]),
+        ("4081.2.13", faulty(|i| i.served = Served::Missing)),
+        // No signature of any kind.
+        ("4081.2.14", faulty(|i| i.signature = Signature::Missing)),
+        (
+            "4081.2.15",
+            faulty(|i| i.signature = Signature::Text("<html>Not Found</html>\n")),
+        ),
+    ] {
+        write_release(root, version, images);
+    }
+    let moved = Release {
+        version_txt: Some("<html><body>Moved</body></html>\n"),
+        ..Release::new("stable", "amd64", "4081.2.11")
+    };
+    release_tree::write(root, &moved).unwrap();
+}
+
+fn clearsigned<'a>(source: &'a Path, signing: Signing<'a>) -> Image<'a> {
+    Image {
+        clearsigned_digests: Some(signing),
+        ..Image::new(IMG, source)
     }
 }
 

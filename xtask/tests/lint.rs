@@ -3,21 +3,17 @@
 //! definitions. Only `--fix` may change a file, and only a JSON file that is not
 //! canonical.
 
-mod checks_support;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
-
-use checks_support::{
-    both, check, copy_of_repository, edit, path_without, report, snapshot, stderr, stdout, xtask_in,
+use support::{
+    both, check, copy_of_repository, edit, path_without, report, snapshot, stderr, stdout, xtask,
+    xtask_in,
 };
 
 #[test]
 fn the_repository_is_lint_clean() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["lint", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = xtask().args(["lint", "--format", "json"]).output().unwrap();
     let r = report(&out);
     for (name, target) in [
         ("shellcheck", "scripts"),

@@ -1,12 +1,12 @@
 //! `cargo xtask pre-commit` in a throwaway git repository holding a copy of the
 //! image definitions: it checks what is staged, not what is in the working tree.
 
-mod checks_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use checks_support::{both, copy_of_repository, report, stderr, xtask_in};
+use support::{both, copy_of_repository, report, stderr, xtask_in};
 
 fn git(repo: &Path, args: &[&str]) {
     let out = Command::new("git")

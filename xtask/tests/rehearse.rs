@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::Mutex;
 
-use support::{project_root, xtask};
+use support::{project_root, stderr, xtask};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -49,10 +49,6 @@ fn rehearsal_qemus() -> Vec<String> {
 
 fn rehearse(args: &[&str]) -> Output {
     xtask().arg("rehearse").args(args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn assert_no_half_output() {

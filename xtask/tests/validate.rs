@@ -3,14 +3,13 @@
 //! image definitions (one kind of breakage per test), asserting where each error is
 //! reported and the exit status.
 
-mod checks_support;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use checks_support::{
+use support::{
     both, check, copy_of_repository, edit, path_without, position_of, report, snapshot, stderr,
-    xtask_in,
+    xtask, xtask_in,
 };
 
 fn validate(root: &Path, extra: &[&str]) -> std::process::Output {
@@ -22,7 +21,7 @@ fn validate(root: &Path, extra: &[&str]) -> std::process::Output {
 #[test]
 fn the_repository_validates_and_a_second_run_reuses_the_passes() {
     let run = |extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        let mut command = xtask();
         command.args(["validate", "--format", "json"]).args(extra);
         command.output().unwrap()
     };
@@ -292,7 +291,7 @@ fn a_missing_tool_makes_its_check_not_run_with_an_install_hint() {
         "still reported as not run, never as passed"
     );
     assert_eq!(
-        checks_support::stdout(&out),
+        support::stdout(&out),
         "",
         "the table is for people: stdout carries data only"
     );

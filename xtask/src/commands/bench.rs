@@ -11,8 +11,11 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
+use crate::flatcar::release::Variant;
 use crate::output::Format;
+use crate::testbed::release_tree::{self, Digests, Image, Release, Signature};
 use crate::testbed::server::FileServer;
+use crate::testbed::signer::Signer;
 use crate::{nested_cargo, table, workspace};
 
 /// The benchmarks, in the order they run.
@@ -170,7 +173,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::ValidateParallel => validate_parallel(n)?,
             Bench::ValidateCached => validate_cached(n)?,
             Bench::PreCommitOneJson => pre_commit_one_json(sh, n)?,
-            Bench::FetchVerify => fetch_verify(sh)?,
+            Bench::FetchVerify => fetch_verify()?,
             Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
             Bench::ColdBuild => cold_build(sh)?,
@@ -414,67 +417,31 @@ fn timed_with_rss(command: &mut Command) -> anyhow::Result<(Duration, u64)> {
     Ok((took, usage.ru_maxrss as u64))
 }
 
-fn fetch_verify(sh: &Shell) -> anyhow::Result<Vec<Row>> {
-    const GIB: usize = 1 << 30;
+fn fetch_verify() -> anyhow::Result<Vec<Row>> {
     let base = tempfile::tempdir_in(workspace::project_root().join("target"))
         .context("making a bench directory")?;
     let base = base.path();
     let version = "4081.2.0";
-    let image_name = "flatcar_production_qemu_image.img";
-    let release = base.join("www/stable/amd64-usr").join(version);
-    std::fs::create_dir_all(&release)?;
-    let image = release.join(image_name);
-    {
-        use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&image)?);
-        let mut block = vec![0u8; 1 << 20];
-        for (i, b) in block.iter_mut().enumerate() {
-            *b = (i * 31 % 251) as u8;
-        }
-        for i in 0..(GIB >> 20) as u32 {
-            block[..4].copy_from_slice(&i.to_le_bytes());
-            out.write_all(&block)?;
-        }
-    }
-    let home = tempfile::Builder::new()
-        .prefix("bench-gpg")
-        .tempdir_in("/tmp")?;
-    let home_path = home.path();
-    let gpg = |args: &[&str]| {
-        cmd!(sh, "gpg --homedir {home_path} --batch --no-tty --passphrase '' --pinentry-mode loopback {args...}").quiet().read()
+    let image_name = Variant::Bios.image_file_name();
+    let source = base.join("source.img");
+    write_test_image(&source)?;
+    let signer = Signer::new("Bench <bench@localhost>")?;
+    let release = Release {
+        images: vec![Image {
+            digests: Digests::Sha512Only,
+            signature: Signature::By(signer.signing()),
+            ..Image::new(image_name, &source)
+        }],
+        ..Release::new("stable", "amd64", version)
     };
-    gpg(&[
-        "--quick-gen-key",
-        "Bench <bench@localhost>",
-        "ed25519",
-        "sign",
-        "never",
-    ])?;
+    let release = release_tree::write(&base.join("www"), &release)?;
+    std::fs::remove_file(&source).with_context(|| format!("removing {}", source.display()))?;
     let sig = release.join(format!("{image_name}.sig"));
-    gpg(&[
-        "--detach-sign",
-        "--output",
-        &sig.display().to_string(),
-        &image.display().to_string(),
-    ])?;
     let key = base.join("key.asc");
-    std::fs::write(&key, gpg(&["--armor", "--export", "bench@localhost"])?)?;
+    signer.write_public_key(&key, true)?;
     let keyring = base.join("keyring.gpg");
-    gpg(&[
-        "--output",
-        &keyring.display().to_string(),
-        "--export",
-        "bench@localhost",
-    ])?;
-    let _ = cmd!(sh, "gpgconf --homedir {home_path} --kill gpg-agent")
-        .quiet()
-        .run();
-    let sha512 = crate::flatcar::cache::sha512_file(&image)?;
-    std::fs::write(
-        release.join(format!("{image_name}.DIGESTS")),
-        format!("# SHA512 HASH\n{sha512}  {image_name}\n"),
-    )?;
-    std::fs::write(release.join("version.txt"), format!("FLATCAR_VERSION={version}\nFLATCAR_VERSION_ID={version}\nFLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\n"))?;
+    signer.write_public_key(&keyring, false)?;
+    drop(signer);
 
     let server = FileServer::start(&base.join("www"))?;
     let url = format!("{}/stable/amd64-usr/{version}/{image_name}", server.url());
@@ -567,6 +534,25 @@ fn fetch_verify(sh: &Shell) -> anyhow::Result<Vec<Row>> {
             "whole process",
         ),
     ])
+}
+
+/// 1 GiB that does not compress away: each MiB numbered, the rest a pattern.
+fn write_test_image(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    const GIB: usize = 1 << 30;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut block = vec![0u8; 1 << 20];
+    for (i, b) in block.iter_mut().enumerate() {
+        *b = (i * 31 % 251) as u8;
+    }
+    for i in 0..(GIB >> 20) as u32 {
+        block[..4].copy_from_slice(&i.to_le_bytes());
+        out.write_all(&block)?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn boot_to_ssh() -> anyhow::Result<Vec<Row>> {

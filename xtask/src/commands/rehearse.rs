@@ -17,6 +17,7 @@ use xshell::Shell;
 
 use crate::build::plan::{self, Provider};
 use crate::commands::build_flatcar::{self, BuildArgs};
+use crate::flatcar::release::Variant;
 use crate::testbed::{self, guest, mirror, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
 use crate::{error::Exit, table, vm::streaming};
@@ -242,7 +243,7 @@ fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> 
 fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
     let (suffix, what) = match fault {
         Fault::TamperedImage => (
-            format!("/{}", mirror::QEMU_IMAGE_NAME),
+            format!("/{}", Variant::Bios.image_file_name()),
             "flipped one byte of",
         ),
         Fault::CorruptDownload => ("/kubeadm".to_owned(), "appended a byte to"),

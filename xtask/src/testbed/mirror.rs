@@ -1,7 +1,7 @@
 //! What the rehearsal's loopback mirror serves, as files in a directory: a
-//! Flatcar-shaped release tree for the made-up release (version.txt, the rehearsal
-//! guest as the QEMU image, its DIGESTS and OpenPGP signatures by a key made for this
-//! mirror), and stand-ins for the Kubernetes, CNI, crictl, containerd and PyPy
+//! Flatcar-shaped release tree for the made-up release (the rehearsal guest as the
+//! QEMU image, made by `release_tree` and signed by a key made for this mirror), and
+//! stand-ins for the Kubernetes, CNI, crictl, containerd and PyPy
 //! downloads at the paths of the URLs the var files name, each with the checksum file
 //! the roles check it against. Also the var file that points a build at the mirror,
 //! as an air-gapped site would point it at its own.
@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use xshell::{cmd, Shell};
 
 use super::guest::Guest;
-
-/// The file name Flatcar gives its BIOS QEMU image (a qcow2, whatever the suffix).
-pub const QEMU_IMAGE_NAME: &str = "flatcar_production_qemu_image.img";
+use super::release_tree::{self, file_digest, Image, Release};
+use super::signer::Signer;
+use crate::flatcar::release::Variant;
 
 /// Where the release tree starts below the mirror's root: the release server URL a
 /// build takes is `<mirror>/flatcar/{channel}`.
@@ -266,39 +266,6 @@ pub fn plan_downloads(
     Ok(planned)
 }
 
-/// A release's `version.txt`, shaped like Flatcar's.
-pub fn version_txt(version: &str) -> String {
-    let mut parts = version.split('.');
-    let build = parts.next().unwrap_or("0");
-    let branch = parts.next().unwrap_or("0");
-    let patch = parts.next().unwrap_or("0");
-    format!(
-        "FLATCAR_BUILD={build}\n\
-         FLATCAR_BRANCH={branch}\n\
-         FLATCAR_PATCH={patch}\n\
-         FLATCAR_VERSION={version}\n\
-         FLATCAR_VERSION_ID={version}\n\
-         FLATCAR_BUILD_ID=\"rehearsal\"\n\
-         FLATCAR_SDK_VERSION={version}\n"
-    )
-}
-
-/// A `.DIGESTS` file: `# <ALGO> HASH` sections, each with a `<hex>  <file>` line.
-pub fn digests_text(file_name: &str, digests: &[(&str, String)]) -> String {
-    digests
-        .iter()
-        .map(|(algorithm, hex)| format!("# {algorithm} HASH\n{hex}  {file_name}\n"))
-        .collect()
-}
-
-/// The release directories of `channel`: the version's, and `current`.
-pub fn release_dirs(channel: &str, arch: &str, version: &str) -> [String; 2] {
-    [
-        format!("{RELEASE_DIR}/{channel}/{arch}-usr/{version}"),
-        format!("{RELEASE_DIR}/{channel}/{arch}-usr/current"),
-    ]
-}
-
 /// A built mirror.
 #[derive(Debug)]
 pub struct Mirror {
@@ -391,23 +358,29 @@ pub fn build(
     }
 
     let signing_key = root.join(SIGNING_KEY_FILE);
-    let signer = Signer::new(sh)?;
+    let signer = Signer::new(
+        "Flatcar rehearsal image signing key (made for one local mirror) <rehearsal@localhost>",
+    )?;
     create_parent(&signing_key)?;
-    std::fs::write(&signing_key, signer.public_key(sh)?)
-        .with_context(|| format!("writing {}", signing_key.display()))?;
-    let [version_dir, current_dir] =
-        release_dirs(channel, "amd64", super::FLATCAR_VERSION).map(|d| root.join(d));
-    std::fs::create_dir_all(&version_dir)
-        .with_context(|| format!("creating {}", version_dir.display()))?;
-    write_release(sh, &signer, &version_dir, &guest.image)?;
-    link_tree(&version_dir, &current_dir)?;
+    signer.write_public_key(&signing_key, true)?;
+    let release = Release {
+        build_id: "rehearsal",
+        images: vec![Image::published(
+            Variant::Bios.image_file_name(),
+            &guest.image,
+            signer.signing(),
+        )],
+        current: true,
+        ..Release::new(channel, "amd64", super::FLATCAR_VERSION)
+    };
+    release_tree::write(&root.join(RELEASE_DIR), &release)?;
 
     let mut files = Vec::new();
     list_files(&root, &root, &mut files)?;
     files.sort();
     Ok(Mirror {
         signing_key,
-        signing_key_fingerprint: signer.fingerprint.clone(),
+        signing_key_fingerprint: signer.fingerprint().to_owned(),
         channel: channel.to_owned(),
         files,
         root,
@@ -467,72 +440,11 @@ fn write_planned(sh: &Shell, root: &Path, item: &Planned) -> anyhow::Result<()> 
         }
         Content::Copy(source) => {
             create_parent(&path)?;
-            copy(source, &path)
+            std::fs::copy(source, &path)
+                .with_context(|| format!("copying {} to {}", source.display(), path.display()))?;
+            Ok(())
         }
     }
-}
-
-/// A copy, never a link: a test that tampers with a served file must not reach
-/// the cached original.
-fn copy(source: &Path, target: &Path) -> anyhow::Result<()> {
-    std::fs::copy(source, target)
-        .with_context(|| format!("copying {} to {}", source.display(), target.display()))?;
-    Ok(())
-}
-
-/// A hard link where the file system allows one, else a copy.
-fn link_or_copy(source: &Path, target: &Path) -> anyhow::Result<()> {
-    if std::fs::hard_link(source, target).is_err() {
-        std::fs::copy(source, target)
-            .with_context(|| format!("copying {} to {}", source.display(), target.display()))?;
-    }
-    Ok(())
-}
-
-/// The lower-case hex digest of a file, from coreutils' `<algorithm>sum`.
-fn file_digest(sh: &Shell, algorithm: &str, path: &Path) -> anyhow::Result<String> {
-    let program = format!("{algorithm}sum");
-    let output = cmd!(sh, "{program} {path}")
-        .quiet()
-        .read()
-        .with_context(|| format!("computing the {algorithm} of {}", path.display()))?;
-    output
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .with_context(|| format!("{program} printed nothing for {}", path.display()))
-}
-
-/// The release files of one version directory: the image, version.txt, the DIGESTS
-/// and the signatures Flatcar publishes next to them.
-fn write_release(sh: &Shell, signer: &Signer, dir: &Path, image: &Path) -> anyhow::Result<()> {
-    let version_file = dir.join("version.txt");
-    std::fs::write(&version_file, version_txt(super::FLATCAR_VERSION))
-        .with_context(|| format!("writing {}", version_file.display()))?;
-    let served_image = dir.join(QEMU_IMAGE_NAME);
-    copy(image, &served_image)?;
-    let mut digests = Vec::new();
-    for (algorithm, section) in [("md5", "MD5"), ("sha1", "SHA1"), ("sha512", "SHA512")] {
-        digests.push((section, file_digest(sh, algorithm, &served_image)?));
-    }
-    let digests_file = dir.join(format!("{QEMU_IMAGE_NAME}.DIGESTS"));
-    std::fs::write(&digests_file, digests_text(QEMU_IMAGE_NAME, &digests))
-        .with_context(|| format!("writing {}", digests_file.display()))?;
-    signer.detach_sign(sh, &served_image)?;
-    signer.detach_sign(sh, &digests_file)?;
-    signer.clear_sign(sh, &digests_file)?;
-    Ok(())
-}
-
-/// Fills `to` with hard links to the files of `from`: `current` is that version,
-/// as on the release server.
-fn link_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
-        link_or_copy(&entry.path(), &to.join(entry.file_name()))?;
-    }
-    Ok(())
 }
 
 fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
@@ -546,143 +458,6 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<
         }
     }
     Ok(())
-}
-
-/// An OpenPGP key made for one mirror, shaped like Flatcar's: a certification-only
-/// primary key and a signing subkey that makes the signatures. It lives in a
-/// throwaway GnuPG home whose agent is stopped and which is removed when dropped.
-struct Signer {
-    /// Removed when dropped, after the agent is stopped (fields drop after `drop`).
-    home_dir: tempfile::TempDir,
-    home: PathBuf,
-    /// The primary key's fingerprint.
-    fingerprint: String,
-    /// The signing subkey's fingerprint.
-    subkey: String,
-}
-
-impl Signer {
-    fn new(sh: &Shell) -> anyhow::Result<Signer> {
-        // In the system's temp dir, not the workspace: gpg-agent's socket path must
-        // stay short. Mode 0700, or gpg warns about unsafe permissions.
-        let home_dir = tempfile::Builder::new()
-            .prefix("xtask-mirror-gnupg-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .context("creating a GnuPG home for the mirror's signing key")?;
-        let mut signer = Signer {
-            home: home_dir.path().to_path_buf(),
-            home_dir,
-            fingerprint: String::new(),
-            subkey: String::new(),
-        };
-        let home = &signer.home;
-        let home_arg = home.display().to_string();
-        let batch_args = [
-            "--homedir",
-            &home_arg,
-            "--batch",
-            "--quiet",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ];
-        let batch: &[&str] = &batch_args;
-        let uid =
-            "Flatcar rehearsal image signing key (made for one local mirror) <rehearsal@localhost>";
-        cmd!(
-            sh,
-            "gpg {batch...} --quick-generate-key {uid} ed25519 cert 1y"
-        )
-        .quiet()
-        .ignore_stderr()
-        .run()
-        .context("generating the mirror's signing key")?;
-        signer.fingerprint = signer.key_fingerprint(sh, "fpr", 1)?;
-        let primary = signer.fingerprint.clone();
-        cmd!(
-            sh,
-            "gpg {batch...} --quick-add-key {primary} ed25519 sign 1y"
-        )
-        .quiet()
-        .ignore_stderr()
-        .run()
-        .context("adding the signing subkey")?;
-        signer.subkey = signer.key_fingerprint(sh, "fpr", 2)?;
-        Ok(signer)
-    }
-
-    /// The `n`th fingerprint record of the key listing (1: primary, 2: first subkey).
-    fn key_fingerprint(&self, sh: &Shell, record: &str, n: usize) -> anyhow::Result<String> {
-        let home = &self.home;
-        let listing = cmd!(
-            sh,
-            "gpg --homedir {home} --batch --with-colons --fingerprint --list-keys"
-        )
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .context("listing the mirror's signing key")?;
-        listing
-            .lines()
-            .filter(|line| line.starts_with(&format!("{record}:")))
-            .nth(n - 1)
-            .and_then(|line| line.split(':').nth(9))
-            .map(str::to_owned)
-            .context("the mirror's signing key has no fingerprint in gpg's listing")
-    }
-
-    fn public_key(&self, sh: &Shell) -> anyhow::Result<String> {
-        let (home, fingerprint) = (&self.home, &self.fingerprint);
-        cmd!(
-            sh,
-            "gpg --homedir {home} --batch --armor --export {fingerprint}"
-        )
-        .quiet()
-        .read()
-        .map(|key| key + "\n")
-        .context("exporting the mirror's signing key")
-    }
-
-    /// `<file>.sig`, a binary detached signature by the signing subkey.
-    fn detach_sign(&self, sh: &Shell, file: &Path) -> anyhow::Result<()> {
-        let (home, key) = (&self.home, format!("{}!", self.subkey));
-        let signature = PathBuf::from(format!("{}.sig", file.display()));
-        cmd!(sh, "gpg --homedir {home} --batch --yes --local-user {key} --output {signature} --detach-sign {file}")
-            .quiet()
-            .ignore_stderr()
-            .run()
-            .with_context(|| format!("signing {}", file.display()))
-    }
-
-    /// `<file>.asc`, the file clear-signed by the signing subkey.
-    fn clear_sign(&self, sh: &Shell, file: &Path) -> anyhow::Result<()> {
-        let (home, key) = (&self.home, format!("{}!", self.subkey));
-        let signed = PathBuf::from(format!("{}.asc", file.display()));
-        cmd!(sh, "gpg --homedir {home} --batch --yes --local-user {key} --output {signed} --clearsign {file}")
-            .quiet()
-            .ignore_stderr()
-            .run()
-            .with_context(|| format!("clear-signing {}", file.display()))
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        // gpg started an agent for this home; stop it before the home goes.
-        let _ = duct::cmd!(
-            "gpgconf",
-            "--homedir",
-            self.home_dir.path(),
-            "--kill",
-            "all"
-        )
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run();
-    }
 }
 
 #[cfg(test)]
@@ -835,51 +610,10 @@ mod tests {
         assert!(!err.contains("`goarch`"), "{err}");
     }
 
-    #[test]
-    fn version_txt_parses_with_the_builds_parser() {
-        let text = version_txt("9999.0.0");
-        let info = crate::flatcar::release::parse_version_txt(&text).unwrap();
-        assert_eq!(info.version.to_string(), "9999.0.0");
-        assert_eq!(info.build_id.as_deref(), Some("rehearsal"));
-        assert!(text.contains("FLATCAR_BUILD=9999\nFLATCAR_BRANCH=0\nFLATCAR_PATCH=0\n"));
-    }
-
-    #[test]
-    fn digests_parse_with_the_builds_parser() {
-        let text = digests_text(
-            QEMU_IMAGE_NAME,
-            &[
-                ("MD5", "a".repeat(32)),
-                ("SHA1", "b".repeat(40)),
-                ("SHA512", "c".repeat(128)),
-            ],
-        );
-        assert!(text.starts_with("# MD5 HASH\naaaa"));
-        let parsed = crate::flatcar::digests::parse_digests(&text).unwrap();
-        assert_eq!(
-            parsed.find(
-                &crate::flatcar::digests::HashAlgorithm::Sha512,
-                QEMU_IMAGE_NAME
-            ),
-            Some("c".repeat(128).as_str())
-        );
-    }
-
-    #[test]
-    fn release_tree_paths() {
-        assert_eq!(
-            release_dirs("stable", "amd64", "9999.0.0"),
-            [
-                "flatcar/stable/amd64-usr/9999.0.0".to_owned(),
-                "flatcar/stable/amd64-usr/current".to_owned()
-            ]
-        );
-    }
-
     /// The I/O half on small files: tar, coreutils and gpg for real, and the build's
-    /// own OpenPGP check on the result.
+    /// own OpenPGP check on the release it holds.
     #[test]
-    fn builds_a_release_tree_the_build_accepts() {
+    fn builds_a_mirror_the_build_accepts() {
         let sh = Shell::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("guest.qcow2");
@@ -899,17 +633,11 @@ mod tests {
         let root = dir.path().join("mirror");
         let mirror = build(&sh, &root, &guest, "stable", &downloads()).unwrap();
 
-        let release = "flatcar/stable/amd64-usr/9999.0.0";
-        for name in [
-            "version.txt",
-            QEMU_IMAGE_NAME,
-            "flatcar_production_qemu_image.img.sig",
-            "flatcar_production_qemu_image.img.DIGESTS",
-            "flatcar_production_qemu_image.img.DIGESTS.asc",
-            "flatcar_production_qemu_image.img.DIGESTS.sig",
-        ] {
-            for dir in [release, "flatcar/stable/amd64-usr/current"] {
-                let path = format!("{dir}/{name}");
+        let image_name = Variant::Bios.image_file_name();
+        for release in ["9999.0.0", "current"] {
+            let release = format!("flatcar/stable/amd64-usr/{release}");
+            for name in ["version.txt", image_name] {
+                let path = format!("{release}/{name}");
                 assert!(
                     mirror.files.contains(&path),
                     "{path} in {:#?}",
@@ -922,28 +650,18 @@ mod tests {
             mirror.release_server("http://127.0.0.1:1234/"),
             "http://127.0.0.1:1234/flatcar/{channel}"
         );
-
         let armored = std::fs::read(&mirror.signing_key).unwrap();
         let keyring =
             crate::net::openpgp::Keyring::from_armored(&sh, &armored, "the test key", None)
                 .unwrap();
-        let served = mirror.root.join(release).join(QEMU_IMAGE_NAME);
-        keyring
-            .verify_detached(&PathBuf::from(format!("{}.sig", served.display())), &served)
+        let served = mirror
+            .root
+            .join("flatcar/stable/amd64-usr/current")
+            .join(image_name);
+        let good = keyring
+            .verify_detached(&super::super::signer::with_suffix(&served, ".sig"), &served)
             .unwrap();
-        let (_, digests) = keyring
-            .verify_clearsigned(&PathBuf::from(format!("{}.DIGESTS.asc", served.display())))
-            .unwrap();
-        let digests =
-            crate::flatcar::digests::parse_digests(&String::from_utf8(digests).unwrap()).unwrap();
-        let sha512 = file_digest(&sh, "sha512", &served).unwrap();
-        assert_eq!(
-            digests.find(
-                &crate::flatcar::digests::HashAlgorithm::Sha512,
-                QEMU_IMAGE_NAME
-            ),
-            Some(sha512.as_str())
-        );
+        assert_eq!(good.primary_key.as_str(), mirror.signing_key_fingerprint);
 
         let kubeadm_sum = std::fs::read_to_string(
             mirror
@@ -976,19 +694,5 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with(&python_sha));
-        drop(mirror);
-        let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("xtask-mirror-gnupg-")
-            })
-            .collect();
-        assert!(
-            leftovers.is_empty(),
-            "GnuPG homes left behind: {leftovers:?}"
-        );
     }
 }
