@@ -7,19 +7,21 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use support::{stderr, xtask, FileServer};
+use xtask::testbed::release_tree::{self, Release};
 
-const VERSION_TXT: &str =
-    "FLATCAR_BUILD=4081\nFLATCAR_BRANCH=2\nFLATCAR_PATCH=0\nFLATCAR_VERSION=4081.2.0\n\
-FLATCAR_VERSION_ID=4081.2.0\nFLATCAR_BUILD_ID=\"2024-09-11-0000\"\nFLATCAR_SDK_VERSION=4081.0.0\n";
+use support::{stderr, xtask, FileServer};
 
 /// A release tree with version.txt only: enough to resolve, nothing to download.
 fn release_tree(dir: &Path) {
-    for release in ["current", "4081.2.0"] {
-        let d = dir.join("stable/amd64-usr").join(release);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("version.txt"), VERSION_TXT).unwrap();
-    }
+    release(dir, "4081.2.0", true);
+}
+
+fn release(dir: &Path, version: &str, current: bool) {
+    let release = Release {
+        current,
+        ..Release::new("stable", "amd64", version)
+    };
+    release_tree::write(dir, &release).unwrap();
 }
 
 fn build(server: &FileServer, cache: &Path, args: &[&str]) -> Output {
@@ -284,13 +286,7 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
     let dir = tempfile::tempdir().unwrap();
     // A version no real build uses, so the repository's own outputs are never touched.
     let version = "9990.0.0";
-    let d = dir.path().join("stable/amd64-usr").join(version);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("version.txt"),
-        VERSION_TXT.replace("4081.2.0", version),
-    )
-    .unwrap();
+    release(dir.path(), version, false);
     let server = FileServer::start(dir.path());
     let output =
         support::project_root().join("images/capi/output/flatcar-stable-9990.0.0-kube-v1.36.2");
