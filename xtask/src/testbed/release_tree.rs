@@ -176,19 +176,14 @@ fn write_image(sh: &Shell, dir: &Path, image: &Image) -> anyhow::Result<()> {
         }
         Signature::Text(text) => write_file(&with_suffix(&served, ".sig"), text)?,
     }
-    if let Some(signing) = image.digests_signature {
-        signing.sign(
-            Form::Detached,
-            &digests_file,
-            &with_suffix(&digests_file, ".sig"),
-        )?;
-    }
-    if let Some(signing) = image.clearsigned_digests {
-        signing.sign(
-            Form::ClearSigned,
-            &digests_file,
-            &with_suffix(&digests_file, ".asc"),
-        )?;
+    let digests_signatures = [
+        (image.digests_signature, Form::Detached, ".sig"),
+        (image.clearsigned_digests, Form::ClearSigned, ".asc"),
+    ];
+    for (signing, form, suffix) in digests_signatures {
+        if let Some(signing) = signing {
+            signing.sign(form, &digests_file, &with_suffix(&digests_file, suffix))?;
+        }
     }
     match image.served {
         Served::Intact => Ok(()),
@@ -312,11 +307,11 @@ mod tests {
     /// OpenPGP and DIGESTS checks on the result.
     #[test]
     fn a_published_release_verifies_and_faults_are_what_was_asked() {
-        let sh = Shell::new().unwrap();
+        let signer = Signer::new("Release Tree Test <test@localhost>").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("image");
         std::fs::write(&source, b"not really a disk image").unwrap();
-        let signer = Signer::new("Release Tree Test <test@localhost>").unwrap();
+        let sh = Shell::new().unwrap();
         let root = dir.path().join("www");
         let release = Release {
             images: vec![Image::published(IMG, &source, signer.signing())],
@@ -334,16 +329,13 @@ mod tests {
         .unwrap();
         for dir in [version_dir, root.join("stable/amd64-usr/current")] {
             let served = dir.join(IMG);
-            keyring
-                .verify_detached(&with_suffix(&served, ".sig"), &served)
-                .unwrap();
             let digests_file = with_suffix(&served, ".DIGESTS");
-            keyring
-                .verify_detached(&with_suffix(&digests_file, ".sig"), &digests_file)
-                .unwrap();
-            let (_, text) = keyring
-                .verify_clearsigned(&with_suffix(&digests_file, ".asc"))
-                .unwrap();
+            for signed in [&served, &digests_file] {
+                let signature = with_suffix(signed, ".sig");
+                keyring.verify_detached(&signature, signed).unwrap();
+            }
+            let clearsigned = with_suffix(&digests_file, ".asc");
+            let (_, text) = keyring.verify_clearsigned(&clearsigned).unwrap();
             let digests = parse_digests(&String::from_utf8(text).unwrap()).unwrap();
             assert_eq!(
                 digests.find(&HashAlgorithm::Sha512, IMG),

@@ -291,10 +291,10 @@ mod tests {
     /// gpg for real, checked by the build's own verifier.
     #[test]
     fn signatures_verify_with_the_exported_key_and_the_home_goes() {
+        let signer = Signer::new("Test Signer <test@localhost>").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("data");
         std::fs::write(&file, "signed bytes\n").unwrap();
-        let signer = Signer::new("Test Signer <test@localhost>").unwrap();
         signer
             .sign(Form::Detached, &file, &with_suffix(&file, ".sig"))
             .unwrap();
