@@ -417,10 +417,18 @@ fn timed_with_rss(command: &mut Command) -> anyhow::Result<(Duration, u64)> {
     Ok((took, usage.ru_maxrss as u64))
 }
 
-fn fetch_verify() -> anyhow::Result<Vec<Row>> {
-    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
-        .context("making a bench directory")?;
-    let base = base.path();
+/// The files fetch-verify serves and trusts: a signed 1 GiB release under `base`.
+struct SignedRelease {
+    version: &'static str,
+    image_name: &'static str,
+    /// The image's detached signature.
+    sig: PathBuf,
+    /// The public key, armored (for fetch-image) and as a keyring (for gpgv).
+    key: PathBuf,
+    keyring: PathBuf,
+}
+
+fn signed_release(base: &Path) -> anyhow::Result<SignedRelease> {
     let version = "4081.2.0";
     let image_name = Variant::Bios.image_file_name();
     let source = base.join("source.img");
@@ -434,15 +442,31 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
         }],
         ..Release::new("stable", "amd64", version)
     };
-    let release = release_tree::write(&base.join("www"), &release)?;
+    let dir = release_tree::write(&base.join("www"), &release)?;
     std::fs::remove_file(&source).with_context(|| format!("removing {}", source.display()))?;
-    let sig = release.join(format!("{image_name}.sig"));
-    let key = base.join("key.asc");
+    let (key, keyring) = (base.join("key.asc"), base.join("keyring.gpg"));
     signer.write_public_key(&key, true)?;
-    let keyring = base.join("keyring.gpg");
     signer.write_public_key(&keyring, false)?;
-    drop(signer);
+    Ok(SignedRelease {
+        version,
+        image_name,
+        sig: dir.join(format!("{image_name}.sig")),
+        key,
+        keyring,
+    })
+}
 
+fn fetch_verify() -> anyhow::Result<Vec<Row>> {
+    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
+        .context("making a bench directory")?;
+    let base = base.path();
+    let SignedRelease {
+        version,
+        image_name,
+        sig,
+        key,
+        keyring,
+    } = signed_release(base)?;
     let server = FileServer::start(&base.join("www"))?;
     let url = format!("{}/stable/amd64-usr/{version}/{image_name}", server.url());
     let cache = base.join("cache");
@@ -473,25 +497,7 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
             peak_kib = peak_kib.max(rss);
             Ok(took)
         },
-        || {
-            let _ = std::fs::remove_file(&copy);
-            let started = Instant::now();
-            timed(
-                Command::new("curl")
-                    .args(["-sf", "-o"])
-                    .arg(&copy)
-                    .arg(&url),
-            )?;
-            timed(Command::new("sha512sum").arg(&copy))?;
-            timed(
-                Command::new("gpgv")
-                    .arg("--keyring")
-                    .arg(&keyring)
-                    .arg(&sig)
-                    .arg(&copy),
-            )?;
-            Ok(started.elapsed())
-        },
+        || curl_sha512sum_gpgv(&url, &copy, &keyring, &sig),
     )?;
     let mut hits = Vec::new();
     for _ in 0..5 {
@@ -506,8 +512,44 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
         1.25,
     );
     verify.note = "slow: 3 runs".into();
+    let rss = peak_memory_row(peak_kib, iterations);
+    Ok(vec![
+        verify,
+        rss,
+        absolute_row(
+            "fetch-verify cache hit",
+            5,
+            &hits,
+            Duration::from_millis(50),
+            "whole process",
+        ),
+    ])
+}
+
+/// The baseline: download with curl, hash with sha512sum, check with gpgv.
+fn curl_sha512sum_gpgv(
+    url: &str,
+    copy: &Path,
+    keyring: &Path,
+    sig: &Path,
+) -> anyhow::Result<Duration> {
+    let _ = std::fs::remove_file(copy);
+    let started = Instant::now();
+    timed(Command::new("curl").args(["-sf", "-o"]).arg(copy).arg(url))?;
+    timed(Command::new("sha512sum").arg(copy))?;
+    timed(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(keyring)
+            .arg(sig)
+            .arg(copy),
+    )?;
+    Ok(started.elapsed())
+}
+
+fn peak_memory_row(peak_kib: u64, iterations: usize) -> Row {
     let peak_mib = peak_kib as f64 / 1024.0;
-    let rss = Row {
+    Row {
         name: "fetch-verify peak memory".into(),
         unit: "MiB",
         ours: Stats {
@@ -522,22 +564,11 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
         met: peak_kib < 64 * 1024,
         iterations,
         note: "peak RSS of fetch-image".into(),
-    };
-    Ok(vec![
-        verify,
-        rss,
-        absolute_row(
-            "fetch-verify cache hit",
-            5,
-            &hits,
-            Duration::from_millis(50),
-            "whole process",
-        ),
-    ])
+    }
 }
 
 /// 1 GiB that does not compress away: each MiB numbered, the rest a pattern.
-fn write_test_image(path: &std::path::Path) -> anyhow::Result<()> {
+fn write_test_image(path: &Path) -> anyhow::Result<()> {
     use std::io::Write;
     const GIB: usize = 1 << 30;
     let file =

@@ -18,7 +18,7 @@ use xshell::Shell;
 use crate::build::plan::{self, Provider};
 use crate::commands::build_flatcar::{self, BuildArgs};
 use crate::flatcar::release::Variant;
-use crate::testbed::{self, guest, mirror, server};
+use crate::testbed::{self, downloads, guest, mirror, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
 use crate::{error::Exit, table, vm::streaming};
 
@@ -155,7 +155,7 @@ fn serve_mirror(
     guest: &guest::Guest,
     fault: Option<Fault>,
 ) -> anyhow::Result<(mirror::Mirror, server::FileServer, PathBuf)> {
-    let downloads = mirror::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
+    let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
     let mirror = mirror::build(sh, &run_dir.join("mirror"), guest, "stable", &downloads)?;
     if let Some(fault) = fault {
         inject(&mirror, fault)?;

@@ -3,13 +3,15 @@
 //! integration tests alike. The one loopback file server with its fault modes
 //! (`server`), the one OpenPGP signer (`signer`), the one builder of Flatcar-shaped
 //! release trees (`release_tree`); for the rehearsal, a Flatcar-shaped guest disk
-//! image (`guest`), the download stand-ins a loopback mirror serves (`mirror`), and
-//! booting a disk image the way build-flatcar boots Flatcar (`boot`).
+//! image (`guest`), the download stand-ins (`downloads`), what a loopback mirror
+//! serves (`mirror`), and booting a disk image the way build-flatcar boots Flatcar
+//! (`boot`).
 //!
 //! Everything here feeds the real build through the inputs any user can set (release
 //! server, signing key, download URLs); no build code path knows it is rehearsing.
 
 pub mod boot;
+pub mod downloads;
 pub mod guest;
 pub mod mirror;
 pub mod release_tree;
