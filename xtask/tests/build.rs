@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use xtask::testbed::release_tree::{self, Release};
+use xtask::testbed::release_tree::{self, Digests, Image, Release};
 
 use support::{stderr, xtask, FileServer};
 
@@ -311,16 +311,7 @@ fn a_build_resolves_the_release_once() {
     let dir = tempfile::tempdir().unwrap();
     // A release with a version.txt and nothing else: the build resolves it, then
     // fails at the image, having started nothing.
-    let version = "9991.0.0";
-    for release in ["current", version] {
-        let d = dir.path().join("stable/amd64-usr").join(release);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(
-            d.join("version.txt"),
-            VERSION_TXT.replace("4081.2.0", version),
-        )
-        .unwrap();
-    }
+    release(dir.path(), "9991.0.0", true);
     let server = FileServer::start(dir.path());
     let cache = dir.path().join("cache");
     let out = build(
@@ -371,31 +362,21 @@ fn why_validation_stopped_the_build_is_said() {
     assert!(server.requests().is_empty());
 }
 
-/// `<hex>` of the SHA-512 of `bytes`.
-fn sha512_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    xtask::hex::encode(&sha2::Sha512::digest(bytes))
-}
-
 #[test]
 fn offline_builds_the_newest_release_the_cache_verified() {
     let dir = tempfile::tempdir().unwrap();
     // Release 1.2.3 with an (unsigned) image, fetched into the cache.
-    let release = dir.path().join("stable/amd64-usr/1.2.3");
-    std::fs::create_dir_all(&release).unwrap();
-    std::fs::write(
-        release.join("version.txt"),
-        VERSION_TXT.replace("4081.2.0", "1.2.3"),
-    )
-    .unwrap();
-    let image = b"not really a disk image";
+    let image = dir.path().join("image");
+    std::fs::write(&image, b"not really a disk image").unwrap();
     let name = "flatcar_production_qemu_image.img";
-    std::fs::write(release.join(name), image).unwrap();
-    std::fs::write(
-        release.join(format!("{name}.DIGESTS")),
-        format!("# SHA512 HASH\n{}  {name}\n", sha512_hex(image)),
-    )
-    .unwrap();
+    let unsigned = Release {
+        images: vec![Image {
+            digests: Digests::Sha512Only,
+            ..Image::new(name, &image)
+        }],
+        ..Release::new("stable", "amd64", "1.2.3")
+    };
+    release_tree::write(dir.path(), &unsigned).unwrap();
     let server = FileServer::start(dir.path());
     let cache = dir.path().join("cache");
     let fetch = |args: &[&str]| {
