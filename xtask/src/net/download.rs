@@ -362,17 +362,57 @@ fn status_line(status: ureq::http::StatusCode) -> String {
     }
 }
 
+/// The server cannot be reached at all: its name does not resolve, nothing listens
+/// on its port, or there is no route to it. Retrying does not help, so it fails at
+/// once; a caller may try another source (`deps --install` falls back to the system's
+/// Packer). Found in an error's chain with `downcast_ref`.
+#[derive(Debug)]
+pub struct Unreachable {
+    pub url: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (no network? --offline uses only the cache)",
+            self.url, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether another attempt may help: a timeout, a reset or a broken connection may
+/// pass; a name that does not resolve or a refused connection will not.
 fn classify(url: &str, err: ureq::Error) -> Failure {
+    let unreachable = |reason: String| {
+        Failure::Permanent(anyhow::Error::new(Unreachable {
+            url: url.to_owned(),
+            reason,
+        }))
+    };
     match err {
+        ureq::Error::HostNotFound => unreachable("host not found".to_owned()),
+        ureq::Error::Io(io) if is_unreachable(&io) => unreachable(io.to_string()),
         ureq::Error::Io(_)
         | ureq::Error::Timeout(_)
         | ureq::Error::Protocol(_)
         | ureq::Error::ConnectionFailed => Failure::Transient(err.to_string()),
-        ureq::Error::HostNotFound => Failure::Permanent(anyhow::anyhow!(
-            "{url}: host not found (no network? --offline uses only the cache)"
-        )),
         other => Failure::Permanent(anyhow::anyhow!("{url}: {other}")),
     }
+}
+
+fn is_unreachable(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
+    ) ||
+        // The standard library reports a failed getaddrinfo with this text and no
+        // kind of its own (ureq resolves with `to_socket_addrs`).
+        err.to_string().contains("failed to lookup address information")
 }
 
 /// `bytes 100-999/1000` gives (100, Some(1000)); `bytes 100-999/*` (100, None).
@@ -533,6 +573,42 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    /// A loopback port that nothing listens on: connecting is refused.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// Fails at once, in one attempt, with an `Unreachable` naming the URL.
+    fn assert_fails_fast_as_unreachable(url: &str) {
+        let client = HttpClient::new(4, ProgressStyle::Quiet);
+        let started = Instant::now();
+        let err = client.get_small(url).unwrap_err();
+        let unreachable = err
+            .downcast_ref::<Unreachable>()
+            .unwrap_or_else(|| panic!("not classified as unreachable: {err:#}"));
+        assert_eq!(unreachable.url, url);
+        // Four retries would wait 0.5 + 1 + 2 + 4 s.
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{err:#} took {:?}",
+            started.elapsed()
+        );
+        assert!(!err.to_string().contains("gave up after"), "{err:#}");
+    }
+
+    #[test]
+    fn a_refused_connection_is_not_retried() {
+        assert_fails_fast_as_unreachable(&format!("http://127.0.0.1:{}/x", closed_port()));
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_not_retried() {
+        // `.invalid` is reserved never to resolve (RFC 6761): the resolver answers at
+        // once and no connection is attempted anywhere.
+        assert_fails_fast_as_unreachable("http://releases.example.invalid/packer/");
     }
 
     #[test]
