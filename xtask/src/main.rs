@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use xtask::commands::{
     bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, pre_commit, rehearse,
-    rehearse_guest, validate, verify_vagrant,
+    rehearse_guest, test, validate, verify_vagrant,
 };
 use xtask::error::Exit;
 use xtask::{toolchain, workspace};
@@ -27,13 +27,14 @@ Examples:
   cargo xtask build-flatcar            build the current stable release into images/capi/output, then verify its box
   cargo xtask bench                    every speed figure, measured side by side with its baseline
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
-  cargo xtask deps --install           install Packer and Ansible into .local/; name the system packages still missing
+  cargo xtask deps --install           install every tool: system packages, Packer and Ansible into .local/
   cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
   cargo xtask install-hook             run the checks on staged files before every commit
   cargo xtask lint --fix               shellcheck, yamllint, ansible-lint, rustfmt, clippy; rewrite JSON canonically
   cargo xtask pre-commit               the checks that concern the staged files, on the staged content
   cargo xtask rehearse                 build and verify a box end to end against a loopback mirror (root)
   cargo xtask rehearse-guest           build or reuse the Flatcar-shaped test guest, boot it, time boot-to-SSH
+  cargo xtask test --yes               set up the test tools, then run the whole suite with the VM tests
   cargo xtask validate                 check images/capi: JSON, var-file layering, packer, ansible, Ignition
   cargo xtask verify-vagrant           boot the newest build's box and run kubeadm init in it
 
@@ -53,7 +54,7 @@ enum Command {
     ///
     /// Example: `cargo xtask build-flatcar stable 4081.2.0 --dry-run`
     BuildFlatcar(build_flatcar::BuildArgs),
-    /// Report every external tool the project uses, or install the missing ones into .local/.
+    /// Report every external tool the project uses, or install the missing ones.
     ///
     /// For each tool: where it was found (the project-local toolchain under .local/ comes
     /// before PATH), its version, the minimum, and how to install it.
@@ -100,6 +101,13 @@ enum Command {
     ///
     /// Example: `cargo xtask rehearse-guest`
     RehearseGuest(rehearse_guest::RehearseGuestArgs),
+    /// Set up every tool the test suite drives, then run the whole suite, VM tests included.
+    ///
+    /// Runs `deps --install --for test`, then `cargo test --workspace --no-fail-fast --
+    /// --include-ignored`, and ends with one summary line.
+    ///
+    /// Example: `cargo xtask test --yes`
+    Test(test::TestArgs),
     /// Check that images/capi is sound: JSON, var-file layering, packer, ansible, Ignition.
     ///
     /// Every JSON file must parse; each build target's var files must layer onto its
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
         Command::PreCommit(args) => pre_commit::run(&sh, args),
         Command::Rehearse(args) => rehearse::run(&sh, args),
         Command::RehearseGuest(args) => rehearse_guest::run(&sh, args),
+        Command::Test(args) => test::run(&sh, args),
         Command::Validate(args) => validate::run(&sh, args),
         Command::VerifyVagrant(args) => verify_vagrant::run(&sh, args),
     });

@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use xtask::testbed::signer::{with_suffix, Form, Signer};
 
-use support::{both, copy_of_repository, path_without, report, stderr, xtask, FileServer};
+use support::{both, copy_of_repository, path_without, report, stderr, stdout, xtask, FileServer};
 
 /// The version the stand-in answers with: below 1.7, so no plugins are installed
 /// (that step needs GitHub).
@@ -223,7 +223,7 @@ impl Setup {
 
     /// The `deps --json` entry of `tool`.
     fn deps_entry(&self, purpose: &str, tool: &str, path: Option<&Path>) -> Value {
-        let out = self.run(&["deps", "--json", "--for", purpose], path);
+        let out = self.run(&["deps", "--format", "json", "--for", purpose], path);
         let r = report(&out);
         r["tools"]
             .as_array()
@@ -425,7 +425,8 @@ fn no_network_is_a_clear_message_naming_the_url() {
         )
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    // Refused is final: no retry, and the system's Packer is offered where the
+    // package manager has one (exit 2: it needs consent), else Packer failed (exit 1).
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
@@ -433,7 +434,12 @@ fn no_network_is_a_clear_message_naming_the_url() {
         )),
         "{err}"
     );
-    assert!(err.contains("failed"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    match out.status.code() {
+        Some(2) => assert!(err.contains("falling back to the system's Packer"), "{err}"),
+        Some(1) => assert!(stdout(&out).contains("FAILED"), "{}", both(&out)),
+        _ => panic!("{}", both(&out)),
+    }
     s.assert_nothing_installed();
 }
 
@@ -676,4 +682,59 @@ fn validate_sets_up_packer_and_ansible_when_neither_is_on_path_and_passes() {
     assert_eq!(result_of(&r, "syntax-check"), "pass");
     assert!(s.toolchain().join("installed/packer.json").exists());
     assert!(s.toolchain().join("installed/python-venv.json").exists());
+}
+
+#[test]
+fn an_unresolvable_release_server_fails_fast_and_the_other_components_still_run() {
+    let s = Setup::new();
+    let missing = path_without(&["packer"]);
+    let started = std::time::Instant::now();
+    // `.invalid` never resolves (RFC 6761); nothing is sent anywhere.
+    let out = s
+        .xtask(
+            &["deps", "--install", "--for", "validate", "--format", "json"],
+            Some(missing.path()),
+        )
+        .env(
+            "FLATCAR_HASHICORP_RELEASES",
+            "http://releases.example.invalid",
+        )
+        .env("FLATCAR_RETRIES", "4")
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    // No retry is announced; the bound is loose for a loaded machine (probing the
+    // tools takes a few seconds there), where four retries would add 7.5 s of sleep.
+    assert!(elapsed.as_secs() < 20, "took {elapsed:?}: {}", both(&out));
+    let r = report(&out);
+    let rows = r["install"]["rows"].as_array().unwrap();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|row| row["component"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {r:#}"))
+    };
+    assert_eq!(row("system packages")["result"], "already-there", "{r:#}");
+    assert_eq!(row("python-venv")["result"], "already-there", "{r:#}");
+    let packer = row("packer");
+    let err = stderr(&out);
+    match packer["result"].as_str() {
+        Some("not-run") => {
+            assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+            assert!(err.contains("releases.example.invalid"), "{err}");
+            assert!(err.contains("falling back to the system's Packer"), "{err}");
+        }
+        Some("failed") => {
+            assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+            assert!(
+                packer["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("releases.example.invalid"),
+                "{r:#}"
+            );
+        }
+        _ => panic!("{r:#}"),
+    }
+    assert!(!err.contains("retrying"), "{err}");
+    s.assert_nothing_installed();
 }

@@ -1,15 +1,13 @@
-//! Tests that guard the repository itself: the README's command reference is the
-//! real `--help`, the Rust code is formatted and clippy-clean, and no to-do marker is
-//! left without an issue reference.
+//! Tests that guard the repository itself: the README's quick start is two real
+//! commands and CI runs its test command, every `cargo xtask` command the README names
+//! exists, the Rust code is formatted and clippy-clean, and no to-do marker is left
+//! without an issue reference.
 
 mod support;
 
 use std::process::Command;
 
 use support::{project_root, xtask};
-
-const START: &str = "<!-- command-reference:start (generated from --help by `UPDATE_EXPECT=1 cargo test --test tidy`) -->";
-const END: &str = "<!-- command-reference:end -->";
 
 fn help(args: &[&str]) -> String {
     let out = xtask().args(args).arg("--help").output().unwrap();
@@ -29,39 +27,91 @@ fn subcommands(top: &str) -> Vec<String> {
         .collect()
 }
 
-fn reference() -> String {
-    let top = help(&[]);
-    let mut text = format!("```text\n$ cargo xtask --help\n{top}```\n");
-    for name in subcommands(&top) {
-        text += &format!(
-            "\n```text\n$ cargo xtask {name} --help\n{}```\n",
-            help(&[&name])
-        );
-    }
-    text
+fn readme() -> String {
+    std::fs::read_to_string(project_root().join("README.md")).unwrap()
+}
+
+/// The commands of the README's quick start: the lines of its first code block.
+fn quick_start(readme: &str) -> Vec<String> {
+    let section = readme
+        .split_once("## Quick start")
+        .expect("README.md has no Quick start section")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .expect("the Quick start has no ```sh block")
+        .1
+        .split_once("```")
+        .expect("the Quick start's code block is not closed")
+        .0;
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[test]
-fn readme_command_reference_matches_help() {
-    let path = project_root().join("README.md");
-    let readme = std::fs::read_to_string(&path).unwrap();
-    let (before, rest) = readme
-        .split_once(START)
-        .expect("README.md lacks the command-reference start marker");
-    let (current, after) = rest
-        .split_once(END)
-        .expect("README.md lacks the command-reference end marker");
-    let expected = format!("\n{}", reference());
-    if current != expected {
-        if std::env::var_os("UPDATE_EXPECT").is_some() {
-            std::fs::write(&path, format!("{before}{START}{expected}{END}{after}")).unwrap();
-        } else {
-            panic!(
-                "README.md's command reference differs from `cargo xtask --help`; \
-                 run `UPDATE_EXPECT=1 cargo test --test tidy` to regenerate it.\n--- README\n{current}\n--- help\n{expected}"
-            );
+fn the_quick_start_is_one_build_and_one_test_command_and_ci_runs_the_test_command() {
+    let readme = readme();
+    let commands = quick_start(&readme);
+    assert_eq!(
+        commands.len(),
+        2,
+        "the Quick start should be exactly two commands: {commands:?}"
+    );
+    assert_eq!(commands[0], "cargo xtask build-flatcar");
+    let test = &commands[1];
+    let ci = std::fs::read_to_string(project_root().join(".ci/run")).unwrap();
+    let ci_commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("cargo "))
+        .collect();
+    assert_eq!(
+        ci_commands,
+        [format!("{test} --yes")],
+        ".ci/run must run the README's test command with --yes, and no other cargo command"
+    );
+    for forbidden in ["apt-get", "dnf ", "pacman ", "brew "] {
+        assert!(
+            !ci.contains(forbidden),
+            ".ci/run installs packages itself ({forbidden}); the tool table is the one list"
+        );
+    }
+}
+
+#[test]
+fn every_xtask_command_the_readme_names_exists() {
+    let real = subcommands(&help(&[]));
+    let readme = readme();
+    let mut named = Vec::new();
+    for (at, _) in readme.match_indices("cargo xtask ") {
+        let rest = &readme[at + "cargo xtask ".len()..];
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+            .collect();
+        if !word.is_empty() && !word.starts_with('-') {
+            named.push(word);
         }
     }
+    assert!(named.len() > 2, "the README names no commands? {named:?}");
+    let unknown: Vec<&String> = named.iter().filter(|n| !real.contains(n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "README.md names `cargo xtask` commands that do not exist: {unknown:?} (real: {real:?})"
+    );
+}
+
+#[test]
+fn the_readme_stays_short() {
+    let lines = readme().lines().count();
+    assert!(
+        lines <= 120,
+        "README.md has {lines} lines: keep it to what the project is, the two commands, \
+         the build paths and where to go next; the command reference is `--help`"
+    );
 }
 
 #[test]

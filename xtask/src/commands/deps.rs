@@ -1,108 +1,107 @@
 //! `cargo xtask deps`: which external tools this machine has, where each one was
 //! found (the project-local toolchain under `.local/`, or PATH), whether they are new
-//! enough, and how to install what is missing; with `--install`, it installs what it
-//! can into `.local/` first. Probing lives in `tools`, installing in `install`.
+//! enough, and how to install what is missing; with `--install`, it sets them all up
+//! first and reports each component. Probing lives in `tools`, installing in `install`.
 
 use std::path::Path;
 
 use anyhow::Context;
 use xshell::Shell;
 
-use crate::toolchain::install::{self, InstallOptions};
+use crate::output::Format;
+use crate::toolchain::install::system::Consent;
+use crate::toolchain::install::{self, Ended, InstallOptions, Outcome};
 use crate::toolchain::layout;
-use crate::toolchain::tools::{self, Probe, Purpose, Status, TOOLS};
+use crate::toolchain::tools::{self, Probe, Purpose, Status};
 use crate::{error::Exit, table};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
---install puts Packer (HashiCorp's release archive, checked against the release's
-SHA256SUMS and its OpenPGP signature by HashiCorp's key, pinned as
-C874011F0AB405110D02105534365D9472D7468F) and a Python virtual environment with
-ansible-core, ansible-lint and yamllint under .local/ at the repository root; every
-command then uses them before anything on PATH. Tools that only the system's package
-manager provides are not installed: their one install command is printed and the exit
-status is 2. FLATCAR_TOOLCHAIN_DIR puts the toolchain elsewhere.")]
+--install sets up every tool, as independent parts that are all reported:
+- system packages: the one package-manager command (apt, dnf, pacman, brew) for the
+  tools only the system provides, run as root (through sudo when not root) after
+  asking on a terminal, or at once with --yes; without a terminal and without --yes
+  the command is printed and the exit status is 2;
+- Packer under .local/: HashiCorp's release archive, checked against the release's
+  SHA256SUMS and its OpenPGP signature by HashiCorp's key, pinned as
+  C874011F0AB405110D02105534365D9472D7468F; when HashiCorp's server cannot be reached,
+  the system's Packer if the package manager offers one that runs the templates;
+- a Python virtual environment under .local/ with ansible-core, ansible-lint, yamllint.
+Every command then uses .local/ before anything on PATH. FLATCAR_TOOLCHAIN_DIR puts
+the toolchain elsewhere.")]
 pub struct DepsArgs {
     /// Check only the tools this purpose needs (default: every tool).
     #[arg(long = "for", value_enum, value_name = "PURPOSE")]
-    purpose: Option<Purpose>,
-    /// Print the report as JSON on stdout.
+    pub purpose: Option<Purpose>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Install what is missing or too old: system packages, Packer, the Ansible venv.
     #[arg(long)]
-    json: bool,
-    /// Install what is missing or too old into .local/ (Packer, ansible-core, ansible-lint, yamllint).
-    #[arg(long)]
-    install: bool,
-    /// How often to retry a transient network failure (connection reset, 5xx) while installing.
+    pub install: bool,
+    /// Run the package manager without asking (CI).
+    #[arg(long, short = 'y', requires = "install")]
+    pub yes: bool,
+    /// How often to retry a transient network failure (timeout, connection reset, 5xx) while installing.
     #[arg(long, value_name = "N", env = "FLATCAR_RETRIES", default_value_t = 4)]
-    retries: u32,
+    pub retries: u32,
     #[command(flatten)]
-    options: InstallOptions,
+    pub options: InstallOptions,
 }
 
 pub fn run(sh: &Shell, args: &DepsArgs) -> anyhow::Result<()> {
     let outcome = if args.install {
-        Some(install::run(sh, args.purpose, &args.options, args.retries)?)
+        let consent = if args.yes {
+            Consent::Given
+        } else {
+            Consent::Ask
+        };
+        Some(install::run(
+            sh,
+            args.purpose,
+            &args.options,
+            args.retries,
+            consent,
+        )?)
     } else {
         None
     };
-    let wanted: Vec<_> = TOOLS
-        .iter()
-        .filter(|t| args.purpose.is_none_or(|p| t.purposes.contains(&p)))
-        .collect();
-    let probes = tools::probe_all(sh, &wanted);
+    let probes = tools::probe_all(sh, &install::wanted(args.purpose));
     let ready = probes.iter().all(|p| p.optional || p.usable());
-    let manager = tools::detect_package_manager();
-    let package_line = outcome
-        .as_ref()
-        .filter(|o| !o.from_package_manager.is_empty())
-        .map(|o| install::package_manager_line(manager, &o.from_package_manager));
-    if args.json {
-        let tools: Vec<serde_json::Value> = probes
-            .iter()
-            .map(|p| {
-                let mut value = serde_json::to_value(p).expect("a probe serializes");
-                value["project_local"] = p
-                    .path
-                    .as_deref()
-                    .is_some_and(layout::is_project_local)
-                    .into();
-                value
-            })
-            .collect();
-        let mut report = serde_json::json!({
-            "purpose": args.purpose,
-            "ready": ready,
-            "toolchain": layout::dir(),
-            "tools": tools,
-        });
-        if let Some(outcome) = &outcome {
-            report["installed"] =
-                serde_json::to_value(&outcome.installed).context("encoding the install records")?;
-            report["package_manager_command"] = package_line.clone().into();
-        }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        );
-    } else {
-        print!("{}", render(&probes, &layout::dir()));
-        for (component, missing) in outcome.iter().flat_map(|o| &o.blocked) {
-            eprintln!(
-                "{} cannot be installed into {} without {}.",
-                component.name(),
-                layout::dir().display(),
-                missing.join(", ")
+    match args.format {
+        Format::Json => {
+            let tools: Vec<serde_json::Value> = probes
+                .iter()
+                .map(|p| {
+                    let mut value = serde_json::to_value(p).expect("a probe serializes");
+                    value["project_local"] = p
+                        .path
+                        .as_deref()
+                        .is_some_and(layout::is_project_local)
+                        .into();
+                    value
+                })
+                .collect();
+            let mut report = serde_json::json!({
+                "purpose": args.purpose,
+                "ready": ready,
+                "toolchain": layout::dir(),
+                "tools": tools,
+            });
+            if let Some(outcome) = &outcome {
+                report["install"] =
+                    serde_json::to_value(outcome).context("encoding the install outcome")?;
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("encoding the report")?
             );
         }
-        if let Some(line) = &package_line {
-            let names = outcome
-                .as_ref()
-                .map(|o| o.from_package_manager.join(", "))
-                .unwrap_or_default();
-            eprintln!(
-                "Not installed by `deps --install`, because only the system's package manager provides them: {names}. Run:\n  {line}"
-            );
-        } else {
+        Format::Text => {
+            print!("{}", render(&probes, &layout::dir()));
+            if let Some(outcome) = &outcome {
+                print!("\n{}", render_outcome(outcome));
+            }
             match (ready, args.purpose) {
                 (true, _) => eprintln!("All required tools are usable."),
                 (false, Some(p)) => eprintln!(
@@ -116,13 +115,35 @@ pub fn run(sh: &Shell, args: &DepsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if package_line.is_some() {
+    let failed = outcome.as_ref().is_some_and(|o| o.any(&Ended::Failed));
+    let not_run = outcome.as_ref().is_some_and(|o| o.any(&Ended::NotRun));
+    if failed {
+        Err(Exit(1).into())
+    } else if not_run {
         Err(Exit(2).into())
     } else if ready {
         Ok(())
     } else {
         Err(Exit(1).into())
     }
+}
+
+/// The set-up's table: each component, how it ended, and what or why.
+fn render_outcome(outcome: &Outcome) -> String {
+    let rows: Vec<Vec<String>> = outcome
+        .rows
+        .iter()
+        .map(|r| {
+            let result = match r.result {
+                Ended::Installed => "installed",
+                Ended::AlreadyThere => "already there",
+                Ended::Failed => "FAILED",
+                Ended::NotRun => "NOT RUN",
+            };
+            vec![r.component.to_owned(), result.to_owned(), r.detail.clone()]
+        })
+        .collect();
+    table::render(&["component", "result", "detail"], &rows)
 }
 
 fn install_suggestion(installed: bool) -> &'static str {
@@ -214,5 +235,36 @@ mod tests {
             ansible-lint      -                          -              -        -          missing (optional)  sudo apt-get install ansible-lint
         "#]]
         .assert_eq(&rendered);
+    }
+
+    #[test]
+    fn the_set_up_table_says_what_each_component_did() {
+        let outcome = Outcome {
+            rows: vec![
+                install::Row {
+                    component: "system packages",
+                    result: Ended::Installed,
+                    detail: "for shellcheck, unzip".into(),
+                },
+                install::Row {
+                    component: "packer",
+                    result: Ended::Failed,
+                    detail: "https://releases.example.invalid/: host not found".into(),
+                },
+                install::Row {
+                    component: "python-venv",
+                    result: Ended::AlreadyThere,
+                    detail: String::new(),
+                },
+            ],
+            installed: Vec::new(),
+        };
+        expect_test::expect![[r#"
+            component        result         detail
+            system packages  installed      for shellcheck, unzip
+            packer           FAILED         https://releases.example.invalid/: host not found
+            python-venv      already there
+        "#]]
+        .assert_eq(&render_outcome(&outcome));
     }
 }

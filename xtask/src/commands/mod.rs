@@ -11,5 +11,6 @@ pub mod lint;
 pub mod pre_commit;
 pub mod rehearse;
 pub mod rehearse_guest;
+pub mod test;
 pub mod validate;
 pub mod verify_vagrant;

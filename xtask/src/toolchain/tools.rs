@@ -23,6 +23,17 @@ pub enum Purpose {
     Build,
     /// Booting a built box with vagrant and libvirt.
     Verify,
+    /// Rehearsing the pipeline on a Flatcar-shaped guest built with debootstrap.
+    Rehearse,
+    /// Running the whole test suite: every tool, optional ones included.
+    Test,
+}
+
+impl Purpose {
+    /// Whether `tool` is needed for this purpose.
+    pub fn wants(self, tool: &Tool) -> bool {
+        self == Purpose::Test || tool.purposes.contains(&self)
+    }
 }
 
 /// A `MAJOR.MINOR.PATCH` version; a missing patch reads as 0.
@@ -52,7 +63,33 @@ pub struct Packages {
     dnf: Option<&'static str>,
     pacman: Option<&'static str>,
     brew: Option<&'static str>,
+    /// Where apt must take them from on some hosts, instead of the default suite.
+    apt_suite: Option<&'static AptSuite>,
 }
+
+/// An apt quirk: on the Debian release `codename`, when the installed `package` is a
+/// build from `suite` (its version carries `version_mark`), the tool's packages must
+/// come from `suite` too, or apt refuses the mix of versions. `source` is the
+/// sources.list line that enables the suite.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AptSuite {
+    pub codename: &'static str,
+    pub package: &'static str,
+    pub version_mark: &'static str,
+    pub suite: &'static str,
+    pub source: &'static str,
+}
+
+/// Debian 12 machines that come with qemu-utils from bookworm-backports (10.x) and no
+/// backports source configured: qemu-system-x86 from bookworm (7.2) cannot be
+/// installed next to it.
+pub const BOOKWORM_BACKPORTS_QEMU: AptSuite = AptSuite {
+    codename: "bookworm",
+    package: "qemu-utils",
+    version_mark: "~bpo12",
+    suite: "bookworm-backports",
+    source: "deb http://deb.debian.org/debian bookworm-backports main",
+};
 
 /// One external tool and what the project requires of it.
 pub struct Tool {
@@ -75,7 +112,7 @@ const fn v(major: u64, minor: u64, patch: u64) -> Option<Version> {
     })
 }
 
-use Purpose::{Build, Lint, Validate, Verify};
+use Purpose::{Build, Lint, Rehearse, Validate, Verify};
 
 /// Every external tool the project uses.
 pub const TOOLS: &[Tool] = &[
@@ -90,6 +127,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("packer"),
             pacman: Some("packer"),
             brew: Some("hashicorp/tap/packer"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -103,6 +141,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("ansible-core"),
             pacman: Some("ansible-core"),
             brew: Some("ansible"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -116,6 +155,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("ignition-validate"),
             pacman: None,
             brew: None,
+            apt_suite: None,
         },
     },
     Tool {
@@ -129,6 +169,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("openssh-clients"),
             pacman: Some("openssh"),
             brew: Some("openssh"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -142,6 +183,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("ShellCheck"),
             pacman: Some("shellcheck"),
             brew: Some("shellcheck"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -155,6 +197,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("yamllint"),
             pacman: Some("yamllint"),
             brew: Some("yamllint"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -168,6 +211,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("ansible-lint"),
             pacman: Some("ansible-lint"),
             brew: Some("ansible-lint"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -181,6 +225,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("qemu-system-x86"),
             pacman: Some("qemu-system-x86"),
             brew: Some("qemu"),
+            apt_suite: Some(&BOOKWORM_BACKPORTS_QEMU),
         },
     },
     Tool {
@@ -194,6 +239,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("qemu-img"),
             pacman: Some("qemu-img"),
             brew: Some("qemu"),
+            apt_suite: Some(&BOOKWORM_BACKPORTS_QEMU),
         },
     },
     Tool {
@@ -207,6 +253,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("gnupg2"),
             pacman: Some("gnupg"),
             brew: Some("gnupg"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -220,6 +267,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("gnupg2"),
             pacman: Some("gnupg"),
             brew: Some("gnupg"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -233,6 +281,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("vagrant vagrant-libvirt"),
             pacman: Some("vagrant"),
             brew: Some("hashicorp/tap/hashicorp-vagrant"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -246,6 +295,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("libvirt-client libvirt-daemon"),
             pacman: Some("libvirt"),
             brew: Some("libvirt"),
+            apt_suite: None,
         },
     },
     // What `deps --install` itself needs, and nothing else does: listed so that
@@ -262,6 +312,7 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("python3"),
             pacman: Some("python"),
             brew: Some("python"),
+            apt_suite: None,
         },
     },
     Tool {
@@ -275,6 +326,124 @@ pub const TOOLS: &[Tool] = &[
             dnf: Some("unzip"),
             pacman: Some("unzip"),
             brew: Some("unzip"),
+            apt_suite: None,
+        },
+    },
+    // Used when present: a release that ships its image compressed needs bzip2, and
+    // `bench` measures curl as the download baseline.
+    Tool {
+        program: "bzip2",
+        version_args: None,
+        minimum: None,
+        optional: true,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("bzip2"),
+            dnf: Some("bzip2"),
+            pacman: Some("bzip2"),
+            brew: Some("bzip2"),
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "curl",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: true,
+        purposes: &[],
+        packages: Packages {
+            apt: Some("curl"),
+            dnf: Some("curl"),
+            pacman: Some("curl"),
+            brew: Some("curl"),
+            apt_suite: None,
+        },
+    },
+    // The rehearsal: a Flatcar-shaped guest built with debootstrap into an ext4
+    // partition made bootable with extlinux (syslinux-common has the MBR code), and
+    // a libvirtd with its dnsmasq in private namespaces. Most live in sbin.
+    Tool {
+        program: "debootstrap",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("debootstrap"),
+            dnf: Some("debootstrap"),
+            pacman: Some("debootstrap"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "extlinux",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("extlinux syslinux-common"),
+            dnf: Some("syslinux-extlinux"),
+            pacman: Some("syslinux"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "sfdisk",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("fdisk"),
+            dnf: Some("util-linux"),
+            pacman: Some("util-linux"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "mkfs.ext4",
+        version_args: Some(&["-V"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("e2fsprogs"),
+            dnf: Some("e2fsprogs"),
+            pacman: Some("e2fsprogs"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "libvirtd",
+        version_args: Some(&["--version"]),
+        minimum: v(6, 0, 0),
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("libvirt-daemon-system"),
+            dnf: Some("libvirt-daemon"),
+            pacman: Some("libvirt"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "dnsmasq",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("dnsmasq-base"),
+            dnf: Some("dnsmasq"),
+            pacman: Some("dnsmasq"),
+            brew: None,
+            apt_suite: None,
         },
     },
 ];
@@ -349,6 +518,11 @@ impl Tool {
             PackageManager::Pacman => self.packages.pacman,
             PackageManager::Brew => self.packages.brew,
         }
+    }
+
+    /// The apt suite quirk of this tool's packages, if it has one.
+    pub fn apt_suite(&self) -> Option<&'static AptSuite> {
+        self.packages.apt_suite
     }
 
     /// The one command that installs this tool with `manager`.
