@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flatcar::cache;
 use crate::flatcar::release::{Release, Variant};
+use crate::net::credentials;
 use crate::packer::layering::{self, Layered};
 use crate::packer::targets::{self, BuildInput, BuildTarget};
 use crate::packer::template::{self, VarFile};
@@ -296,7 +297,10 @@ fn urls(inputs: &PlanInputs, supplied: &BTreeMap<String, String>) -> BTreeMap<St
             urls.insert("flatcar_signing_key".into(), url.clone());
         }
     }
-    urls
+    // The plan is printed: a mirror's credentials stay out of it.
+    urls.into_iter()
+        .map(|(name, url)| (name, credentials::redact(&url).into_owned()))
+        .collect()
 }
 
 fn packer_command(inputs: &PlanInputs, paths: &BuildPaths) -> Vec<String> {

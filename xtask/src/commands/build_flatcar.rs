@@ -182,27 +182,53 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
     let plan = plan::plan(&planned.inputs, image.as_ref().map(|i| i.sha512.as_str()));
     let paths = &plan.paths;
 
+    // The work directory holds the build's private key: it goes on every way out
+    // of here (an error, a panic, success), never only on the happy path.
+    let work = WorkDir::create(&paths.work)?;
     // While packer runs, Ctrl-C lets it stop its VM, then we remove what we made.
     let interrupts = streaming::catch_interrupts();
-    let result =
+    let packed =
         run_packer(sh, &plan, image.as_ref()).and_then(|()| match streaming::interrupted() {
             true => Err(anyhow::anyhow!("interrupted")),
             false => Ok(()),
         });
-    if let Err(err) = result {
-        let _ = std::fs::remove_dir_all(&paths.work);
-        remove_if_empty(paths.work.parent());
-        return Err(err.context(format!(
-            "building {}; nothing was left in {}",
-            plan.build_name,
-            paths.output.display()
-        )));
-    }
     drop(interrupts);
+    let result = packed.and_then(|()| {
+        let record = record_build(&plan, &planned, image, started)?;
+        install_output(&paths.staging, &paths.output)?;
+        Ok(record)
+    });
+    let record = match result {
+        Ok(record) => record,
+        Err(err) => {
+            drop(work);
+            return Err(err.context(format!(
+                "building {}; nothing was left in {}",
+                plan.build_name,
+                paths.output.display()
+            )));
+        }
+    };
+    work.remove()?;
+    eprintln!("Built {}: {}", plan.build_name, paths.output.display());
+    Ok(Built {
+        output_dir: paths.output.clone(),
+        record,
+    })
+}
 
+/// Writes `build.json` into the staging directory: the plan, the verified base
+/// image, the digest of every output, the tools.
+fn record_build(
+    plan: &Plan,
+    planned: &Planned,
+    image: Option<VerifiedImage>,
+    started: String,
+) -> anyhow::Result<BuildRecord> {
+    let paths = &plan.paths;
     let public_key = paths.ssh_private_key.with_extension("pub");
     let record = BuildRecord::new(
-        &plan,
+        plan,
         Finished {
             base_image: image.map(|image| Artifact {
                 file: image.path.display().to_string(),
@@ -224,19 +250,49 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
     let record_path = paths.staging.join(record::FILE_NAME);
     std::fs::write(&record_path, record.to_json())
         .with_context(|| format!("writing {}", record_path.display()))?;
-    install_output(&paths.staging, &paths.output)?;
-    std::fs::remove_dir_all(&paths.work).with_context(|| {
-        format!(
-            "removing the build's work directory {}",
-            paths.work.display()
-        )
-    })?;
-    remove_if_empty(paths.work.parent());
-    eprintln!("Built {}: {}", plan.build_name, paths.output.display());
-    Ok(Built {
-        output_dir: paths.output.clone(),
-        record,
-    })
+    Ok(record)
+}
+
+/// A build's work directory (its key, Ignition config, var file, staging output):
+/// made fresh, and removed when the value is dropped, whatever ends the build.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn create(path: &Path) -> anyhow::Result<WorkDir> {
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("removing the stale work directory {}", path.display()))?;
+        }
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(WorkDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Removes it now, saying so when that fails (the key would be left behind).
+    fn remove(self) -> anyhow::Result<()> {
+        let removed = std::fs::remove_dir_all(&self.path);
+        if removed.is_ok() {
+            remove_if_empty(self.path.parent());
+        }
+        removed.with_context(|| {
+            format!(
+                "removing the build's work directory {} (it holds the build's private key: remove it)",
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.path.exists() {
+            let _ = std::fs::remove_dir_all(&self.path);
+            remove_if_empty(self.path.parent());
+        }
+    }
 }
 
 /// The tools a build of `provider` needs, probed; exit 2 when one is unusable.
@@ -307,9 +363,34 @@ fn pick_accelerator(requested: Option<Accelerator>) -> anyhow::Result<Accelerato
     Ok(accelerator)
 }
 
-/// An existing output directory is replaced only with --force or a "yes" on a terminal.
+/// An existing output directory is replaced only with --force or a "yes" on a
+/// terminal, and only when it is one of ours (its build.json reads) whose verify
+/// VM is gone: removing a running VM's directory would orphan the VM.
 fn confirm_replace(output_dir: &Path, force: bool) -> anyhow::Result<()> {
-    if !output_dir.exists() || force {
+    if !output_dir.exists() {
+        return Ok(());
+    }
+    if let Err(err) = BuildRecord::read(output_dir) {
+        bail!(
+            "{} exists but is not the output of a build of this tool ({err:#}); \
+             it is not replaced, even with --force: move or remove it yourself",
+            output_dir.display()
+        );
+    }
+    let ids = verify_vm_ids(output_dir);
+    if !ids.is_empty() {
+        bail!(
+            "{} has a verify VM that may still run ({}); it is not replaced, even with --force: \
+             run `vagrant destroy --force` in {} (or `cargo xtask boxes --cleanup`) first",
+            output_dir.display(),
+            ids.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            output_dir.join("vagrant").display()
+        );
+    }
+    if force {
         return Ok(());
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
@@ -333,16 +414,10 @@ fn confirm_replace(output_dir: &Path, force: bool) -> anyhow::Result<()> {
     )
 }
 
-/// Makes a fresh work directory with what the plan names (the key and Ignition
-/// config when a Flatcar image boots, the generated var file), then runs packer.
+/// Fills the work directory with what the plan names (the key and Ignition config
+/// when a Flatcar image boots, the generated var file), then runs packer.
 fn run_packer(sh: &Shell, plan: &Plan, image: Option<&VerifiedImage>) -> anyhow::Result<()> {
     let paths = &plan.paths;
-    let work = &paths.work;
-    if work.exists() {
-        std::fs::remove_dir_all(work)
-            .with_context(|| format!("removing the stale work directory {}", work.display()))?;
-    }
-    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     if image.is_some() {
         write_first_boot_config(sh, plan)?;
     }
@@ -462,19 +537,53 @@ fn digests_of(dir: &Path) -> anyhow::Result<Vec<Artifact>> {
 }
 
 /// Moves the finished staging directory into place; an older output is replaced
-/// only now, so a failed build never destroys a good one.
+/// only now, so a failed build never destroys a good one. The older output is
+/// moved aside under a fresh name of its own, so no leftover of another build
+/// (another patch version, an interrupted run) stands in the way.
 fn install_output(staging: &Path, output_dir: &Path) -> anyhow::Result<()> {
-    if output_dir.exists() {
-        let old = output_dir.with_extension("replaced");
-        std::fs::rename(output_dir, &old)
-            .with_context(|| format!("moving aside {}", output_dir.display()))?;
-        std::fs::rename(staging, output_dir)
-            .with_context(|| format!("installing {}", output_dir.display()))?;
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
-    } else {
-        std::fs::rename(staging, output_dir)
-            .with_context(|| format!("installing {}", output_dir.display()))
+    if !output_dir.exists() {
+        return std::fs::rename(staging, output_dir)
+            .with_context(|| format!("installing {}", output_dir.display()));
     }
+    let parent = output_dir.parent().unwrap_or(Path::new("."));
+    let name = output_dir.file_name().unwrap_or_default().to_string_lossy();
+    let aside = tempfile::Builder::new()
+        .prefix(&format!(".{name}.replaced-"))
+        .tempdir_in(parent)
+        .with_context(|| format!("making a directory to move {} aside", output_dir.display()))?;
+    let old = aside.path().join("old");
+    std::fs::rename(output_dir, &old)
+        .with_context(|| format!("moving aside {}", output_dir.display()))?;
+    if let Err(err) = std::fs::rename(staging, output_dir) {
+        // Put the old output back: a failed install must not lose it.
+        let _ = std::fs::rename(&old, output_dir);
+        return Err(err).with_context(|| format!("installing {}", output_dir.display()));
+    }
+    let old_path = aside.path().to_path_buf();
+    aside
+        .close()
+        .with_context(|| format!("removing the replaced output {}", old_path.display()))
+}
+
+/// Whether the verify VM of an existing output may still exist: vagrant keeps a
+/// machine's id under `vagrant/.vagrant/machines/<name>/<provider>/id` until it is
+/// destroyed.
+fn verify_vm_ids(output_dir: &Path) -> Vec<PathBuf> {
+    let machines = output_dir.join("vagrant/.vagrant/machines");
+    let mut ids = Vec::new();
+    for machine in std::fs::read_dir(machines).into_iter().flatten().flatten() {
+        for provider in std::fs::read_dir(machine.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = provider.path().join("id");
+            if id.is_file() {
+                ids.push(id);
+            }
+        }
+    }
+    ids
 }
 
 #[cfg(test)]
@@ -491,5 +600,116 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("checksum mismatch"));
+    }
+
+    /// An error after packer (a failed digest, record write or install) and a panic
+    /// both leave no key behind.
+    #[test]
+    fn finding_8_the_build_key_is_removed_on_every_exit_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join(".work/flatcar-stable-1.2.3-kube-v1.36.2");
+        let key = work.join(key::PRIVATE_KEY_FILE);
+
+        let failed = (|| -> anyhow::Result<()> {
+            let _work = WorkDir::create(&work)?;
+            std::fs::write(&key, "private")?;
+            // What an error in record_build does: staging is missing here.
+            digests_of(&work.join("output"))?;
+            Ok(())
+        })();
+        assert!(failed.is_err());
+        assert!(!key.exists() && !work.exists(), "the key outlived an error");
+        assert!(!dir.path().join(".work").exists(), "the empty .work stays");
+
+        let panicked = std::panic::catch_unwind(|| {
+            let _work = WorkDir::create(&work).unwrap();
+            std::fs::write(&key, "private").unwrap();
+            panic!("a bug half-way through a build");
+        });
+        assert!(panicked.is_err());
+        assert!(!key.exists(), "the key outlived a panic");
+
+        let done = WorkDir::create(&work).unwrap();
+        std::fs::write(&key, "private").unwrap();
+        done.remove().unwrap();
+        assert!(!work.exists());
+    }
+
+    /// What packer prints (and Ansible's failure messages repeat) goes through the
+    /// streaming runner into packer.log and onto stderr: never a mirror's password.
+    #[test]
+    fn finding_8_credentials_in_urls_stay_out_of_packer_log_and_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("packer.log");
+        let args: Vec<OsString> = vec![
+            "-c".into(),
+            "echo 'fatal: GET https://alice:hunter2@mirror.example/kubeadm: 404'".into(),
+        ];
+        let finished = streaming::run(
+            Path::new("/bin/sh"),
+            &args,
+            dir.path(),
+            &[],
+            None,
+            Some(&log),
+        )
+        .unwrap();
+        let logged = std::fs::read_to_string(&log).unwrap();
+        for text in [
+            &logged,
+            &finished.output,
+            &failure_summary(&finished.output),
+        ] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("alice"),
+                "{text}"
+            );
+            assert!(
+                text.contains("https://***@mirror.example/kubeadm"),
+                "{text}"
+            );
+        }
+    }
+
+    /// `…-v1.36.2` and `…-v1.36.3` once shared `…-v1.36.replaced`: a leftover of one
+    /// made the other's install fail after a complete build.
+    #[test]
+    fn finding_9_a_leftover_move_aside_does_not_block_the_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("flatcar-stable-1.2.3-kube-v1.36.2");
+        std::fs::create_dir_all(&output).unwrap();
+        std::fs::write(output.join("old.qcow2"), "old").unwrap();
+        for leftover in [
+            "flatcar-stable-1.2.3-kube-v1.36.replaced",
+            "flatcar-stable-1.2.3-kube-v1.36.2.replaced",
+        ] {
+            let leftover = dir.path().join(leftover);
+            std::fs::create_dir_all(&leftover).unwrap();
+            std::fs::write(leftover.join("other"), "another build's").unwrap();
+        }
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("new.qcow2"), "new").unwrap();
+
+        install_output(&staging, &output).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(output.join("new.qcow2")).unwrap(),
+            "new"
+        );
+        assert!(!output.join("old.qcow2").exists());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "flatcar-stable-1.2.3-kube-v1.36.2",
+                "flatcar-stable-1.2.3-kube-v1.36.2.replaced",
+                "flatcar-stable-1.2.3-kube-v1.36.replaced"
+            ],
+            "another build's leftovers are not ours to remove, and nothing of ours is left"
+        );
     }
 }

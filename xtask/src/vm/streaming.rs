@@ -175,6 +175,8 @@ pub fn run(
                     .rsplit('\r')
                     .next()
                     .unwrap_or("");
+                // A mirror URL's credentials never reach the screen or the log.
+                let text = crate::net::credentials::redact(text);
                 if let Some(prefix) = prefix {
                     eprintln!("{prefix} | {text}");
                 }
@@ -182,7 +184,7 @@ pub fn run(
                     use std::io::Write;
                     let _ = writeln!(file, "{text}");
                 }
-                output.push_str(text);
+                output.push_str(&text);
                 output.push('\n');
             }
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
