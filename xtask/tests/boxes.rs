@@ -4,10 +4,38 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::xtask;
+
+/// A build output of this tool under images/capi/output (a version no real build
+/// uses), with a build record naming `box_file`; removed when dropped.
+struct RecordedOutput(PathBuf);
+
+impl RecordedOutput {
+    fn new(channel: &str, version: &str, box_file: &str) -> RecordedOutput {
+        let dir = support::project_root()
+            .join("images/capi/output")
+            .join(format!("flatcar-{channel}-{version}-kube-v1.36.2"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = serde_json::json!({
+            "channel": channel, "version": version, "arch": "amd64", "provider": "qemu",
+            "kubernetes_semver": "v1.36.2", "containerd_version": "2.1.4", "cni_version": "1.8.0",
+            "accelerator": "tcg", "base_image": null,
+            "outputs": [{"file": box_file, "sha512": "00"}],
+            "build_ssh_public_key": "", "tools": {}, "started": "", "finished": ""
+        });
+        std::fs::write(dir.join("build.json"), record.to_string()).unwrap();
+        RecordedOutput(dir)
+    }
+}
+
+impl Drop for RecordedOutput {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 fn make_box(dir: &Path) -> std::path::PathBuf {
     let img = dir.join("box.img");
@@ -55,9 +83,12 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("vagrant.d");
     let box_file = make_box(dir.path());
+    let _stable = RecordedOutput::new("stable", "9990.1.0", "b.box");
+    let _beta = RecordedOutput::new("beta", "9990.1.1", "b.box");
     for name in [
-        "flatcar-stable-4081.2.0",
-        "flatcar-beta-4152.1.0",
+        "flatcar-stable-9990.1.0",
+        "flatcar-beta-9990.1.1",
+        "flatcar-alpha-9990.1.2",
         "someone/else",
     ] {
         let out = vagrant(
@@ -79,11 +110,12 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     assert!(out.status.success(), "{table}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     assert!(
-        table.contains("flatcar-stable-4081.2.0  stable   4081.2.0"),
+        table.contains("flatcar-stable-9990.1.0  stable   9990.1.0"),
         "{table}"
     );
-    assert!(table.contains("flatcar-beta-4152.1.0"), "{table}");
+    assert!(table.contains("flatcar-beta-9990.1.1"), "{table}");
     assert!(!table.contains("someone/else"), "{table}");
+    assert!(!table.contains("flatcar-alpha-9990.1.2"), "no record names it: {table}");
 
     let mut json = xtask();
     json.args(["boxes", "--pool", "default-pool", "--format", "json"]);
@@ -101,7 +133,7 @@ fn lists_and_cleans_up_only_its_own_boxes() {
         .map(|b| b["box"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{listed}");
-    assert!(names.contains(&"flatcar-stable-4081.2.0"), "{listed}");
+    assert!(names.contains(&"flatcar-stable-9990.1.0"), "{listed}");
 
     // A channel or version that names no box is a usage error, before anything runs.
     for (args, says) in [
@@ -125,7 +157,7 @@ fn lists_and_cleans_up_only_its_own_boxes() {
         "boxes",
         "--cleanup",
         "stable",
-        "4081.2.0",
+        "9990.1.0",
         "--pool",
         "default-pool",
     ]);
@@ -137,7 +169,50 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     );
 
     let left = String::from_utf8_lossy(&vagrant(&home, &["box", "list"]).stdout).into_owned();
-    assert!(!left.contains("flatcar-stable-4081.2.0"), "{left}");
-    assert!(left.contains("flatcar-beta-4152.1.0"), "{left}");
+    assert!(!left.contains("flatcar-stable-9990.1.0"), "{left}");
+    assert!(left.contains("flatcar-beta-9990.1.1"), "{left}");
     assert!(left.contains("someone/else"), "{left}");
+}
+
+/// `--cleanup` once removed any box *named* like ours and stopped at the first
+/// error. Now: only boxes a build record names, every step tried, every failure said.
+#[test]
+fn finding_10_cleanup_removes_only_recorded_boxes_and_reports_every_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("vagrant.d");
+    let box_file = make_box(dir.path());
+    // The first box's record names a .box "file" that cannot be deleted.
+    let alpha = RecordedOutput::new("alpha", "9990.2.0", "stuck.box");
+    std::fs::create_dir_all(alpha.0.join("stuck.box/inside")).unwrap();
+    let _beta = RecordedOutput::new("beta", "9990.2.1", "b.box");
+    for name in [
+        "flatcar-alpha-9990.2.0",
+        "flatcar-beta-9990.2.1",
+        "flatcar-stable-9990.2.2",
+    ] {
+        let out = vagrant(
+            &home,
+            &["box", "add", "--name", name, box_file.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "vagrant box add {name}");
+    }
+    let mut cleanup = xtask();
+    cleanup.args(["boxes", "--cleanup", "--pool", "default-pool"]);
+    let out = with_env(cleanup, &home);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("these steps failed") && err.contains("stuck.box"),
+        "{err}"
+    );
+    let left = String::from_utf8_lossy(&vagrant(&home, &["box", "list"]).stdout).into_owned();
+    assert!(!left.contains("flatcar-alpha-9990.2.0"), "{left}");
+    assert!(
+        !left.contains("flatcar-beta-9990.2.1"),
+        "the cleanup went on after a failure: {left}"
+    );
+    assert!(
+        left.contains("flatcar-stable-9990.2.2"),
+        "a box no record names is not ours: {left}"
+    );
 }

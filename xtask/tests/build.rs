@@ -306,6 +306,66 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
     );
 }
 
+/// `--force` once removed an output directory whose verify VM was running (an
+/// orphaned libvirt domain), and any directory of that name whatever made it.
+#[test]
+fn finding_10_force_leaves_an_output_whose_verify_vm_may_run_or_that_is_not_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = "9990.0.1";
+    let d = dir.path().join("stable/amd64-usr").join(version);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("version.txt"),
+        VERSION_TXT.replace("4081.2.0", version),
+    )
+    .unwrap();
+    let server = FileServer::start(dir.path());
+    let output =
+        support::project_root().join("images/capi/output/flatcar-stable-9990.0.1-kube-v1.36.2");
+    let id = output.join("vagrant/.vagrant/machines/default/libvirt/id");
+    std::fs::create_dir_all(id.parent().unwrap()).unwrap();
+    std::fs::write(&id, "4d1a-running-domain").unwrap();
+    let run = || {
+        build(
+            &server,
+            &dir.path().join("cache"),
+            &["stable", version, "--force", "--no-verify"],
+        )
+    };
+    // Not ours: no build record.
+    let foreign = run();
+    std::fs::write(
+        output.join("build.json"),
+        serde_json::json!({
+            "channel": "stable", "version": version, "arch": "amd64", "provider": "qemu",
+            "kubernetes_semver": "v1.36.2", "containerd_version": "2.1.4", "cni_version": "1.8.0",
+            "accelerator": "tcg", "base_image": null, "outputs": [],
+            "build_ssh_public_key": "", "tools": {}, "started": "", "finished": ""
+        })
+        .to_string(),
+    )
+    .unwrap();
+    // Ours, with its verify VM's id.
+    let running = run();
+    let kept = id.is_file();
+    std::fs::remove_dir_all(&output).unwrap();
+    assert_eq!(foreign.status.code(), Some(1), "{}", stderr(&foreign));
+    assert!(
+        stderr(&foreign).contains("not the output of a build of this tool"),
+        "{}",
+        stderr(&foreign)
+    );
+    assert_eq!(running.status.code(), Some(1), "{}", stderr(&running));
+    assert!(
+        stderr(&running).contains("has a verify VM that may still run")
+            && stderr(&running).contains("vagrant destroy --force"),
+        "{}",
+        stderr(&running)
+    );
+    assert!(kept, "the verify VM's directory was removed");
+    assert_eq!(image_requests(&server), 0);
+}
+
 #[test]
 fn a_build_resolves_the_release_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,10 +1,11 @@
 //! `cargo xtask boxes`: the Flatcar boxes this tool made, with their libvirt volumes
 //! and VMs (a table on stderr, or `--format json` on stdout), and `--cleanup` to
-//! remove them. Boxes it did not name are never touched.
+//! remove them. Only boxes a build record under images/capi/output names are
+//! touched; a cleanup tries every step and reports every failure.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::build::record::BuildRecord;
@@ -58,33 +59,64 @@ pub fn run(sh: &Shell, args: &BoxesArgs) -> anyhow::Result<()> {
     if selected.is_empty() {
         eprintln!("No matching Flatcar boxes to clean up.");
     }
+    // Every step is tried; the failures are reported together at the end.
+    let mut failures = Vec::new();
     for b in selected {
-        for machine in &b.machines {
-            let id = &machine.id;
-            eprintln!("{}: destroying VM {id} ({})", b.name, machine.state);
-            cmd!(sh, "vagrant destroy --force {id}")
-                .run()
-                .with_context(|| format!("destroying VM {id}"))?;
-        }
-        let name = &b.name;
-        eprintln!("{name}: removing the box");
-        cmd!(sh, "vagrant box remove --force --all {name}")
-            .run()
-            .with_context(|| format!("removing box {name}"))?;
-        let pool = &args.pool;
-        let uri = vagrant::libvirt_uri();
-        for volume in &b.volumes {
-            eprintln!("{name}: deleting libvirt volume {volume}");
-            cmd!(sh, "virsh -c {uri} vol-delete --pool {pool} {volume}")
-                .run()
-                .with_context(|| format!("deleting libvirt volume {volume}"))?;
-        }
-        for file in &b.box_files {
-            eprintln!("{name}: deleting {}", file.display());
-            std::fs::remove_file(file).with_context(|| format!("deleting {}", file.display()))?;
-        }
+        failures.extend(clean_up(sh, b, &args.pool));
+    }
+    if !failures.is_empty() {
+        bail!(
+            "the cleanup did not finish; these steps failed (everything else was removed):\n  - {}",
+            failures.join("\n  - ")
+        );
     }
     Ok(())
+}
+
+/// Removes one box's VMs, the box, its libvirt volumes and its .box files; the
+/// steps that failed, each a sentence.
+fn clean_up(sh: &Shell, b: &BoxState, pool: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut step = |what: String, result: anyhow::Result<()>| {
+        if let Err(err) = result {
+            eprintln!("{}: {what} failed: {err:#}", b.name);
+            failures.push(format!("{}: {what}: {err:#}", b.name));
+        }
+    };
+    for machine in &b.machines {
+        let id = &machine.id;
+        eprintln!("{}: destroying VM {id} ({})", b.name, machine.state);
+        step(
+            format!("destroying VM {id}"),
+            cmd!(sh, "vagrant destroy --force {id}").run().map_err(Into::into),
+        );
+    }
+    let name = &b.name;
+    eprintln!("{name}: removing the box");
+    step(
+        format!("removing box {name}"),
+        cmd!(sh, "vagrant box remove --force --all {name}")
+            .run()
+            .map_err(Into::into),
+    );
+    let uri = vagrant::libvirt_uri();
+    for volume in &b.volumes {
+        eprintln!("{name}: deleting libvirt volume {volume}");
+        step(
+            format!("deleting libvirt volume {volume}"),
+            cmd!(sh, "virsh -c {uri} vol-delete --pool {pool} {volume}")
+                .run()
+                .map_err(Into::into),
+        );
+    }
+    for file in &b.box_files {
+        eprintln!("{name}: deleting {}", file.display());
+        step(
+            format!("deleting {}", file.display()),
+            std::fs::remove_file(file).map_err(Into::into),
+        );
+    }
+    failures
 }
 
 /// The boxes: a table on stderr for people, or JSON on stdout.
@@ -179,6 +211,10 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
                 r.recipe.channel == channel.name() && r.recipe.version == version.to_string()
             })
             .collect();
+        // A box only named like ours may be anyone's: only a build record makes it ours.
+        if ours.is_empty() {
+            continue;
+        }
         boxes.push(BoxState {
             volumes: vagrant::box_volumes(&volumes, &name)
                 .into_iter()
@@ -192,7 +228,10 @@ fn collect(sh: &Shell, pool: &str) -> anyhow::Result<Vec<BoxState>> {
                 })
                 .cloned()
                 .collect(),
-            box_files: ours.iter().flat_map(|(dir, _)| box_files(dir)).collect(),
+            box_files: ours
+                .iter()
+                .flat_map(|(dir, record)| box_files(dir, record))
+                .collect(),
             channel,
             version,
             name,
@@ -213,14 +252,13 @@ fn output_dirs() -> Vec<(PathBuf, BuildRecord)> {
         .collect()
 }
 
-fn box_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "box"))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The .box files in `dir` that its build record names as outputs.
+fn box_files(dir: &std::path::Path, record: &BuildRecord) -> Vec<PathBuf> {
+    record
+        .outputs
+        .iter()
+        .filter(|o| o.file.ends_with(".box") && !o.file.contains('/'))
+        .map(|o| dir.join(&o.file))
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
 }
