@@ -115,7 +115,10 @@ fn lists_and_cleans_up_only_its_own_boxes() {
     );
     assert!(table.contains("flatcar-beta-9990.1.1"), "{table}");
     assert!(!table.contains("someone/else"), "{table}");
-    assert!(!table.contains("flatcar-alpha-9990.1.2"), "no record names it: {table}");
+    assert!(
+        !table.contains("flatcar-alpha-9990.1.2"),
+        "no record names it: {table}"
+    );
 
     let mut json = xtask();
     json.args(["boxes", "--pool", "default-pool", "--format", "json"]);

@@ -33,6 +33,9 @@ struct Fixture {
     image: Vec<u8>,
     /// The fingerprint of the test key's primary key.
     primary: String,
+    /// The test key as it was before its current signing subkey was added: the
+    /// primary and one other subkey only (a cache made before a rotation holds this).
+    key_before_rotation: Vec<u8>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -158,6 +161,34 @@ fn make_fixture() -> Fixture {
         };
         write_release(&root, version, vec![signed(IMG, &img, signing)]);
     }
+    // A good subkey's signature over a SHA-1 digest, which can be forged.
+    let sha1_signature = gpg_in(
+        keys.signer.home(),
+        &[
+            "--armor",
+            "--digest-algo",
+            "SHA1",
+            "--local-user",
+            &format!("{}!", keys.signer.subkey()),
+            "--detach-sign",
+            "--output",
+            "-",
+            img.to_str().unwrap(),
+        ],
+    );
+    let sha1_signature: &'static str = Box::leak(String::from_utf8(sha1_signature).unwrap().into());
+    write_release(
+        &root,
+        "4081.2.16",
+        vec![Image {
+            signature: Signature::Text(sha1_signature),
+            ..signed(IMG, &img, good)
+        }],
+    );
+    let key_before_rotation = gpg_in(
+        keys.signer.home(),
+        &["--armor", "--export", &format!("{}!", keys.expired_after)],
+    );
     retire_subkeys(&keys);
 
     let key = root.join("keys").join("test-key.asc");
@@ -168,7 +199,25 @@ fn make_fixture() -> Fixture {
         key,
         image,
         primary: keys.signer.fingerprint().to_owned(),
+        key_before_rotation,
     }
+}
+
+/// gpg's stdout, run in the GnuPG home `home`.
+fn gpg_in(home: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--no-tty", "--yes"])
+        .args(args)
+        .output()
+        .expect("running gpg");
+    assert!(
+        out.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// `name` with its `.sig` by `signing` and a DIGESTS: a release made the most usual way.
@@ -453,7 +502,14 @@ fn a_cache_hit_downloads_nothing() {
 
     // `current` must still ask which release is current, and nothing more.
     let run = Run::of(s.fetch().arg("--quiet")).ok();
-    assert_eq!(run.stderr, "", "--quiet prints nothing on success");
+    // Warnings still appear: this test trusts a key file instead of the pinned key.
+    assert!(
+        run.stderr
+            .lines()
+            .all(|l| l.starts_with("WARNING: the image's signature is checked against the key in")),
+        "--quiet prints nothing but warnings on success: {}",
+        run.stderr
+    );
     let paths: Vec<String> = s.server.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/stable/amd64-usr/current/version.txt"]);
 }
@@ -1005,4 +1061,75 @@ fn the_uefi_variant_is_its_own_file() {
         run.stdout
     );
     assert_eq!(std::fs::read(&image).unwrap(), fixture().image);
+}
+
+/// A cache made before the key gained its current signing subkey: the key is
+/// fetched again (same fingerprint), once, and the run says so.
+#[test]
+fn finding_4_the_pinned_key_is_refreshed_when_a_signature_names_an_unknown_subkey() {
+    let s = setup();
+    let cached_key = s
+        .cache()
+        .join("keys")
+        .join(format!("{}.asc", fixture().primary));
+    std::fs::create_dir_all(cached_key.parent().unwrap()).unwrap();
+    std::fs::write(&cached_key, &fixture().key_before_rotation).unwrap();
+    let pinned = |cmd: &mut Command| {
+        cmd.env_remove("FLATCAR_SIGNING_KEY")
+            .env(
+                "FLATCAR_SIGNING_KEY_URL",
+                format!("{}/keys/test-key.asc", s.server.url()),
+            )
+            .env("FLATCAR_SIGNING_KEY_FINGERPRINT", &fixture().primary);
+    };
+    let mut cmd = s.fetch();
+    pinned(&mut cmd);
+    let run = Run::of(cmd.args(["stable", "4081.2.0"])).ok();
+    assert!(
+        run.stderr.contains("the key was refreshed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&cached_key).unwrap(),
+        std::fs::read(&fixture().key).unwrap()
+    );
+    assert_eq!(s.server.requests_for("/keys/test-key.asc").len(), 1);
+
+    // A fresh cached key is used as it is: no second fetch.
+    s.server.clear_requests();
+    let mut cmd = s.fetch();
+    pinned(&mut cmd);
+    let run = Run::of(cmd.args(["stable", "4081.2.7"])).ok();
+    assert!(!run.stderr.contains("refreshed"), "{}", run.stderr);
+    assert_eq!(s.server.requests_for("/keys/test-key.asc"), []);
+}
+
+/// Every run that trusts a key other than Flatcar's pinned one says so, the
+/// cache hit included.
+#[test]
+fn finding_7_a_replaced_trust_anchor_is_warned_about_every_run() {
+    let s = setup();
+    for _ in 0..2 {
+        let run = Run::of(s.fetch().args(["stable", "4081.2.0"])).ok();
+        assert!(
+            run.stderr.contains(&format!(
+                "WARNING: the image's signature is checked against the key in {}",
+                fixture().key.display()
+            )) && run
+                .stderr
+                .contains(&format!("NOT Flatcar's pinned image-signing key {PINNED}")),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// gpgv accepts SHA-1 signatures unless told not to.
+#[test]
+fn finding_14_a_sha1_signature_is_refused() {
+    let s = setup();
+    Run::of(s.fetch().args(["stable", "4081.2.16"]))
+        .fails(1, &["digest algorithm refused as too weak", "deleted"]);
+    assert_nothing_trusted(s.cache());
 }

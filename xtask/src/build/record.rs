@@ -30,6 +30,10 @@ pub struct BuildRecord {
     pub accelerator: Accelerator,
     /// The verified Flatcar image the build started from (none for an AMI).
     pub base_image: Option<Artifact>,
+    /// The key whose signature vouched for the base image (none for an AMI or
+    /// with `--insecure-skip-signature`).
+    #[serde(default)]
+    pub base_image_signed_by: Option<SignedBy>,
     pub outputs: Vec<Artifact>,
     /// The public half of the build's key, which sysprep must have removed.
     pub build_ssh_public_key: String,
@@ -39,9 +43,20 @@ pub struct BuildRecord {
     pub finished: String,
 }
 
+/// Who signed the base image, and whether that key is the pinned Flatcar key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBy {
+    pub primary_key: String,
+    pub signing_key: String,
+    /// `false`: a key the user named replaced the pinned one (`trust_anchor` says which).
+    pub pinned_flatcar_key: bool,
+    pub trust_anchor: Option<String>,
+}
+
 /// What only the finished build knows.
 pub struct Finished {
     pub base_image: Option<Artifact>,
+    pub base_image_signed_by: Option<SignedBy>,
     pub outputs: Vec<Artifact>,
     pub build_ssh_public_key: String,
     pub tools: BTreeMap<String, String>,
@@ -55,6 +70,7 @@ impl BuildRecord {
             recipe: plan.recipe.clone(),
             accelerator: plan.accelerator.unwrap_or(Accelerator::Tcg),
             base_image: finished.base_image,
+            base_image_signed_by: finished.base_image_signed_by,
             outputs: finished.outputs,
             build_ssh_public_key: finished.build_ssh_public_key,
             tools: finished.tools,
@@ -102,6 +118,7 @@ mod tests {
                 file: "flatcar_production_qemu_image.img".into(),
                 sha512: "ab".into(),
             }),
+            base_image_signed_by: None,
             outputs: vec![Artifact {
                 file: "flatcar-stable-4081.2.0-kube-v1.36.1".into(),
                 sha512: "cd".into(),

@@ -88,7 +88,9 @@ fn clean_up(sh: &Shell, b: &BoxState, pool: &str) -> Vec<String> {
         eprintln!("{}: destroying VM {id} ({})", b.name, machine.state);
         step(
             format!("destroying VM {id}"),
-            cmd!(sh, "vagrant destroy --force {id}").run().map_err(Into::into),
+            cmd!(sh, "vagrant destroy --force {id}")
+                .run()
+                .map_err(Into::into),
         );
     }
     let name = &b.name;

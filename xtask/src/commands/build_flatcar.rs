@@ -15,7 +15,7 @@ use serde::Serialize;
 use xshell::Shell;
 
 use crate::build::plan::{self, KubernetesVersion, Plan, PlanInputs, Provider};
-use crate::build::record::{self, Artifact, BuildRecord, Finished};
+use crate::build::record::{self, Artifact, BuildRecord, Finished, SignedBy};
 use crate::build::{ignition, key};
 use crate::checks::engine::CheckOptions;
 use crate::commands::fetch_image::FetchImageArgs;
@@ -148,7 +148,7 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
         release,
         variant: options.variant,
         signing_key_url: match &options.signature {
-            SignaturePolicy::PinnedFlatcarKey { key_url } => Some(key_url.clone()),
+            SignaturePolicy::PinnedFlatcarKey { key_url, .. } => Some(key_url.clone()),
             _ => None,
         },
         values,
@@ -230,6 +230,9 @@ fn record_build(
     let record = BuildRecord::new(
         plan,
         Finished {
+            base_image_signed_by: image
+                .as_ref()
+                .and_then(|image| signed_by(image, &planned.options.signature)),
             base_image: image.map(|image| Artifact {
                 file: image.path.display().to_string(),
                 sha512: image.sha512,
@@ -251,6 +254,19 @@ fn record_build(
     std::fs::write(&record_path, record.to_json())
         .with_context(|| format!("writing {}", record_path.display()))?;
     Ok(record)
+}
+
+/// Who vouched for `image`, for the record: a replaced trust anchor is said there too.
+fn signed_by(image: &VerifiedImage, policy: &SignaturePolicy) -> Option<SignedBy> {
+    let signature = image.signature.as_ref()?;
+    let anchor = policy.replaced_anchor();
+    Some(SignedBy {
+        primary_key: signature.primary_key.clone(),
+        signing_key: signature.signing_key.clone(),
+        pinned_flatcar_key: anchor.is_none()
+            && signature.primary_key == flatcar::fetch::FLATCAR_SIGNING_KEY_FINGERPRINT,
+        trust_anchor: anchor,
+    })
 }
 
 /// A build's work directory (its key, Ignition config, var file, staging output):
@@ -669,6 +685,58 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// build.json says which key vouched for the base image, and when it is not
+    /// Flatcar's pinned key, what replaced it.
+    #[test]
+    fn finding_7_the_build_record_names_a_replaced_trust_anchor() {
+        let image = |primary: &str| VerifiedImage {
+            channel: flatcar::Channel::Stable,
+            version: "4081.2.0".parse().unwrap(),
+            arch: flatcar::Arch::Amd64,
+            variant: flatcar::Variant::Bios,
+            path: PathBuf::from("/cache/img"),
+            size: 1,
+            sha512: "ab".into(),
+            source_url: "http://mirror.example/img".into(),
+            signature: Some(flatcar::fetch::SignatureRecord {
+                primary_key: primary.into(),
+                signing_key: "SUBKEY".into(),
+                signed_at: 0,
+                file: PathBuf::from("/cache/img.sig"),
+            }),
+            from_cache: false,
+        };
+        let pinned = flatcar::fetch::FLATCAR_SIGNING_KEY_FINGERPRINT;
+        let flatcar_key = SignaturePolicy::PinnedFlatcarKey {
+            key_url: "https://www.flatcar.org/key.asc".into(),
+            fingerprint: pinned.parse().unwrap(),
+        };
+        let signed = signed_by(&image(pinned), &flatcar_key).unwrap();
+        assert!(signed.pinned_flatcar_key && signed.trust_anchor.is_none());
+
+        let key_file = SignaturePolicy::KeyFile(PathBuf::from("/home/me/custom.asc"));
+        let signed = signed_by(
+            &image("0123456789ABCDEF0123456789ABCDEF01234567"),
+            &key_file,
+        )
+        .unwrap();
+        assert!(!signed.pinned_flatcar_key);
+        assert!(signed.trust_anchor.unwrap().contains("/home/me/custom.asc"));
+
+        let other_pin = SignaturePolicy::PinnedFlatcarKey {
+            key_url: "https://builds.example/key.asc".into(),
+            fingerprint: "0123456789ABCDEF0123456789ABCDEF01234567".parse().unwrap(),
+        };
+        let anchor = signed_by(
+            &image("0123456789ABCDEF0123456789ABCDEF01234567"),
+            &other_pin,
+        )
+        .unwrap()
+        .trust_anchor
+        .unwrap();
+        assert!(anchor.contains("--signing-key-fingerprint"), "{anchor}");
     }
 
     /// `…-v1.36.2` and `…-v1.36.3` once shared `…-v1.36.replaced`: a leftover of one

@@ -56,6 +56,15 @@ pub struct FetchImageArgs {
         default_value = flatcar::FLATCAR_SIGNING_KEY_URL
     )]
     pub signing_key_url: String,
+    /// Pin another primary key, fetched from --signing-key-url (a custom Flatcar build's published key); every run warns.
+    #[arg(
+        long,
+        value_name = "FINGERPRINT",
+        env = "FLATCAR_SIGNING_KEY_FINGERPRINT",
+        default_value = flatcar::fetch::FLATCAR_SIGNING_KEY_FINGERPRINT,
+        conflicts_with = "signing_key"
+    )]
+    pub signing_key_fingerprint: crate::net::openpgp::Fingerprint,
     /// Cache directory [default: $XDG_CACHE_HOME/flatcar-capi-builder or ~/.cache/flatcar-capi-builder].
     #[arg(long, value_name = "DIR", env = "FLATCAR_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -103,6 +112,7 @@ impl FetchImageArgs {
             (Some(file), false) => SignaturePolicy::KeyFile(file.clone()),
             (None, false) => SignaturePolicy::PinnedFlatcarKey {
                 key_url: self.signing_key_url.clone(),
+                fingerprint: self.signing_key_fingerprint.clone(),
             },
         };
         let cache_dir = match &self.cache_dir {

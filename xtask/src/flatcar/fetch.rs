@@ -30,13 +30,44 @@ pub const FLATCAR_SIGNING_KEY_URL: &str =
 /// Which signatures to trust.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignaturePolicy {
-    /// Flatcar's key: fetched from `key_url`, accepted only with the pinned
-    /// fingerprint, then cached.
-    PinnedFlatcarKey { key_url: String },
+    /// A key fetched from `key_url`, accepted only with the primary key
+    /// `fingerprint` (Flatcar's unless the user pins another), then cached and
+    /// refreshed: at a bounded age, and when a signature names a subkey the
+    /// cached copy does not have (Flatcar rotates signing subkeys).
+    PinnedFlatcarKey {
+        key_url: String,
+        fingerprint: Fingerprint,
+    },
     /// The armored public key in this file (custom Flatcar builds, tests).
     KeyFile(PathBuf),
     /// No signature check at all (`--insecure-skip-signature`); SHA-512 still.
     InsecureSkip,
+}
+
+/// How long a cached pinned key is used before it is fetched again, so that a
+/// revocation or a new subkey reaches an existing cache.
+const PINNED_KEY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl SignaturePolicy {
+    /// Why the trust anchor is not Flatcar's pinned key, when it is not: said on
+    /// stderr every run, and recorded in build.json.
+    pub fn replaced_anchor(&self) -> Option<String> {
+        match self {
+            SignaturePolicy::PinnedFlatcarKey { fingerprint, .. }
+                if fingerprint.as_str() == FLATCAR_SIGNING_KEY_FINGERPRINT =>
+            {
+                None
+            }
+            SignaturePolicy::PinnedFlatcarKey { fingerprint, .. } => Some(format!(
+                "the pinned key is {fingerprint} (--signing-key-fingerprint / FLATCAR_SIGNING_KEY_FINGERPRINT)"
+            )),
+            SignaturePolicy::KeyFile(path) => Some(format!(
+                "the key in {} (--signing-key / FLATCAR_SIGNING_KEY)",
+                path.display()
+            )),
+            SignaturePolicy::InsecureSkip => None,
+        }
+    }
 }
 
 /// Everything [`fetch_image`] needs to know.
@@ -95,6 +126,8 @@ struct Trust<'a> {
     primary: Option<String>,
     key_file: Option<(Vec<u8>, String)>,
     keyring: Option<Keyring>,
+    /// The pinned key was fetched from its URL during this run.
+    fresh: bool,
 }
 
 impl<'a> Trust<'a> {
@@ -104,10 +137,11 @@ impl<'a> Trust<'a> {
             primary: None,
             key_file: None,
             keyring: None,
+            fresh: false,
         };
         match policy {
-            SignaturePolicy::PinnedFlatcarKey { .. } => {
-                trust.primary = Some(FLATCAR_SIGNING_KEY_FINGERPRINT.to_owned());
+            SignaturePolicy::PinnedFlatcarKey { fingerprint, .. } => {
+                trust.primary = Some(fingerprint.to_string());
             }
             SignaturePolicy::KeyFile(path) => {
                 let bytes = std::fs::read(path)
@@ -147,55 +181,98 @@ impl<'a> Trust<'a> {
                     self.primary = Some(keyring.certificate().primary.fingerprint.to_string());
                     self.keyring = Some(keyring);
                 }
-                SignaturePolicy::PinnedFlatcarKey { key_url } => {
-                    let (keyring, bytes) = pinned_keyring(sh, client, opts, key_url)?;
+                SignaturePolicy::PinnedFlatcarKey {
+                    key_url,
+                    fingerprint,
+                } => {
+                    let (keyring, bytes, fresh) =
+                        pinned_keyring(sh, client, opts, key_url, fingerprint, false)?;
                     let sha256 = cache::sha256_bytes(&bytes);
                     self.key_file = Some((bytes, sha256));
                     self.keyring = Some(keyring);
+                    self.fresh = fresh;
                 }
             }
         }
         Ok(self.keyring.as_ref())
     }
+
+    /// Fetches the pinned key again unless this run already did (a signature
+    /// named a subkey the cached copy lacks). `false`: nothing to refresh.
+    fn refresh(
+        &mut self,
+        sh: &Shell,
+        client: &HttpClient,
+        opts: &FetchOptions,
+    ) -> anyhow::Result<bool> {
+        let SignaturePolicy::PinnedFlatcarKey {
+            key_url,
+            fingerprint,
+        } = self.policy
+        else {
+            return Ok(false);
+        };
+        if self.fresh || opts.offline {
+            return Ok(false);
+        }
+        let (keyring, bytes, _) = pinned_keyring(sh, client, opts, key_url, fingerprint, true)?;
+        let sha256 = cache::sha256_bytes(&bytes);
+        self.key_file = Some((bytes, sha256));
+        self.keyring = Some(keyring);
+        self.fresh = true;
+        say(
+            opts,
+            format_args!("The signature names a key the cached copy lacks: the key was refreshed from {key_url}."),
+        );
+        Ok(true)
+    }
 }
 
-/// The pinned Flatcar key, from the cache or from `key_url` (then cached).
+/// The pinned key, from the cache or from `key_url` (then cached): fetched when
+/// `refresh` says so, when the cached copy is older than [`PINNED_KEY_MAX_AGE`], or
+/// missing. The last value: it was fetched now.
 fn pinned_keyring(
     sh: &Shell,
     client: &HttpClient,
     opts: &FetchOptions,
     key_url: &str,
-) -> anyhow::Result<(Keyring, Vec<u8>)> {
-    let pinned: Fingerprint = FLATCAR_SIGNING_KEY_FINGERPRINT
-        .parse()
-        .expect("the pinned fingerprint is well-formed");
+    pinned: &Fingerprint,
+    refresh: bool,
+) -> anyhow::Result<(Keyring, Vec<u8>, bool)> {
     let cached = cache::key_path(&opts.cache_dir, pinned.as_str());
-    if let Ok(bytes) = std::fs::read(&cached) {
-        match Keyring::from_armored(sh, &bytes, &cached.display().to_string(), Some(&pinned)) {
-            Ok(keyring) => return Ok((keyring, bytes)),
-            Err(err) => {
-                eprintln!("warning: ignoring the cached signing key: {err:#}");
-                fsx::remove_if_present(&cached)?;
+    let age = std::fs::metadata(&cached)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    let stale = !opts.offline && age.is_none_or(|age| age > PINNED_KEY_MAX_AGE);
+    if !refresh && !stale {
+        if let Ok(bytes) = std::fs::read(&cached) {
+            match Keyring::from_armored(sh, &bytes, &cached.display().to_string(), Some(pinned)) {
+                Ok(keyring) => return Ok((keyring, bytes, false)),
+                Err(err) => {
+                    eprintln!("warning: ignoring the cached signing key: {err:#}");
+                    fsx::remove_if_present(&cached)?;
+                }
             }
         }
     }
     if opts.offline {
         bail!(
-            "--offline: the Flatcar signing key is not in the cache ({}); run once without --offline",
+            "--offline: the signing key {pinned} is not in the cache ({}); run once without --offline",
             cached.display()
         );
     }
     let bytes = match client.get_small(key_url)? {
         Fetched::Found(bytes) => bytes,
         Fetched::NotFound(status) => {
-            bail!("the Flatcar signing key is not at {key_url} ({status}); check --signing-key-url")
+            bail!("the signing key is not at {key_url} ({status}); check --signing-key-url")
         }
     };
-    let keyring = Keyring::from_armored(sh, &bytes, key_url, Some(&pinned))?;
+    let keyring = Keyring::from_armored(sh, &bytes, key_url, Some(pinned))?;
     std::fs::create_dir_all(cached.parent().expect("key path has a parent"))
         .with_context(|| format!("creating {}", cached.display()))?;
     fsx::write_atomically(&cached, &bytes)?;
-    Ok((keyring, bytes))
+    Ok((keyring, bytes, true))
 }
 
 fn say(opts: &FetchOptions, message: std::fmt::Arguments<'_>) {
@@ -301,6 +378,13 @@ pub fn fetch_image(
              download can alter the image."
         );
     }
+    if let Some(anchor) = opts.signature.replaced_anchor() {
+        eprintln!(
+            "WARNING: the image's signature is checked against {anchor}, NOT Flatcar's \
+             pinned image-signing key {FLATCAR_SIGNING_KEY_FINGERPRINT}. Trust the result \
+             only as far as you trust that key."
+        );
+    }
     let client = HttpClient::new(opts.retries, opts.progress);
     let mut trust = Trust::new(&opts.signature)?;
     let file_name = opts.variant.image_file_name();
@@ -335,17 +419,7 @@ pub fn fetch_image(
         return hit(opts, release, &image);
     }
     trust.load(sh, &client, opts)?;
-    let key_file_sha256 = trust.key_file.as_ref().map(|(_, sha)| sha.clone());
-    let keyring = trust.keyring.as_ref();
-    download_verified(
-        opts,
-        &client,
-        release,
-        &dir,
-        file_name,
-        keyring,
-        key_file_sha256,
-    )
+    download_verified(sh, opts, &client, release, &dir, file_name, &mut trust)
 }
 
 /// `None`: a trusted entry is there. With `--verify-cache`, a trusted entry
@@ -549,13 +623,13 @@ impl Observer for ImageCheck<'_, '_> {
 }
 
 fn download_verified(
+    sh: &Shell,
     opts: &FetchOptions,
     client: &HttpClient,
     release: &Release,
     dir: &Path,
     file_name: &str,
-    keyring: Option<&Keyring>,
-    key_file_sha256: Option<String>,
+    trust: &mut Trust<'_>,
 ) -> anyhow::Result<VerifiedImage> {
     let image = dir.join(file_name);
     // From here on no record vouches for anything in this entry until the new
@@ -593,10 +667,14 @@ fn download_verified(
     let artifact_url = format!("{}{artifact}", release.url);
     let artifact_path = dir.join(&artifact);
 
-    let signature = match keyring {
-        None => SignatureSource::None,
-        Some(keyring) => fetch_signature(client, keyring, &artifact_url, &artifact_path)?,
+    let signature = match trust.keyring.is_some() {
+        false => SignatureSource::None,
+        true => {
+            signature_with_known_signer(sh, client, opts, trust, &artifact_url, &artifact_path)?
+        }
     };
+    let key_file_sha256 = trust.key_file.as_ref().map(|(_, sha)| sha.clone());
+    let keyring = trust.keyring.as_ref();
     let digests_text = match &signature {
         // Use the text the signature covers, never the unsigned copy.
         SignatureSource::ClearsignedDigests { path, .. } => {
@@ -782,6 +860,31 @@ fn download_verified(
         }),
         from_cache: false,
     })
+}
+
+/// The artifact's signature, with the pinned key refreshed once when the cached
+/// copy does not know the subkey that made it (a rotation, or a revocation this
+/// cache has not seen).
+fn signature_with_known_signer(
+    sh: &Shell,
+    client: &HttpClient,
+    opts: &FetchOptions,
+    trust: &mut Trust<'_>,
+    artifact_url: &str,
+    artifact_path: &Path,
+) -> anyhow::Result<SignatureSource> {
+    let keyring = trust.keyring.as_ref().expect("loaded by the caller");
+    let signature = fetch_signature(client, keyring, artifact_url, artifact_path);
+    let unknown_signer = match &signature {
+        Ok(SignatureSource::Detached { path, .. }) => !keyring.knows_signer(path)?,
+        Ok(_) => false,
+        Err(err) => format!("{err:#}").contains("not the trusted key"),
+    };
+    if unknown_signer && trust.refresh(sh, client, opts)? {
+        let keyring = trust.keyring.as_ref().expect("just refreshed");
+        return fetch_signature(client, keyring, artifact_url, artifact_path);
+    }
+    signature
 }
 
 /// Fetches `<artifact>.sig`, or failing that `<artifact>.DIGESTS.asc` (checked

@@ -142,6 +142,9 @@ impl Keyring {
             "1".into(),
             "--keyring".into(),
             self.keyring.clone().into(),
+            // SHA-1 signatures can be forged: refuse them like any bad signature.
+            "--weak-digest".into(),
+            "SHA1".into(),
         ];
         all.extend(args);
         duct::cmd(&self.gpgv, all)
@@ -171,6 +174,18 @@ impl Keyring {
             .run()
             .context("running gpgv")?;
         self.verdict(&output)
+    }
+
+    /// Whether every signature in the detached `signature` file was made by a key
+    /// this keyring holds (checked over no data: only who signed matters here).
+    pub fn knows_signer(&self, signature: &Path) -> anyhow::Result<bool> {
+        let output = self
+            .gpgv(vec!["--".into(), signature.into(), "/dev/null".into()])
+            .run()
+            .context("running gpgv")?;
+        Ok(!verdict::signer_unknown(&String::from_utf8_lossy(
+            &output.stdout,
+        )))
     }
 
     /// Starts checking the detached signature in `signature` over bytes that the

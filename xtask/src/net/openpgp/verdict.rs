@@ -15,6 +15,19 @@ pub struct GoodSignature {
     pub created: u64,
 }
 
+/// Whether `gpgv --status-fd` output says a signature was made by a key the
+/// keyring lacks (`ERRSIG` with reason 9, `NO_PUBKEY`).
+pub fn signer_unknown(status: &str) -> bool {
+    status.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        match fields.get(1) {
+            Some(&"NO_PUBKEY") => true,
+            Some(&"ERRSIG") => fields.get(7) == Some(&"9"),
+            _ => false,
+        }
+    })
+}
+
 /// The verdict on `gpgv --status-fd` output for a signature checked against
 /// `certificate`. Accepts only when every signature in the file is a good one by
 /// `certificate`'s primary key or one of its signing subkeys that was neither
@@ -67,6 +80,9 @@ fn judge_one(group: &[&Vec<&str>], certificate: &Certificate) -> Result<GoodSign
                 "the signature was made by key {who}, which is not the trusted key {trusted} or one of its subkeys"
             ),
             Some(&"4") => format!("the signature by key {who} uses an algorithm gpgv does not support"),
+            Some(&"5") => format!(
+                "the signature by key {who} uses a digest algorithm refused as too weak (SHA-1 can be forged)"
+            ),
             _ => format!("the signature by key {who} could not be checked"),
         });
     }
