@@ -195,6 +195,40 @@ fn a_tampered_image_stops_the_build_before_anything_boots() {
     assert_no_half_output();
 }
 
+/// A mirror serves the signed 9999.0.0 guest as 9999.0.1: every signature and
+/// digest passes, so the first provisioning step must catch it, naming both.
+#[test]
+#[ignore = "builds a VM under TCG as root (minutes); CI runs it"]
+fn finding_2_a_rolled_back_release_stops_at_the_first_provisioning_step() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = rehearse(&["--fault", "rolled-back-release", "--no-verify"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support_tail(&err));
+    let summary = err
+        .split("packer build failed:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure summary:\n{}", support_tail(&err)));
+    assert!(
+        summary.contains("TASK [setup : Stop unless the booted image is the Flatcar release"),
+        "not stopped by the first provisioning step:\n{summary}"
+    );
+    assert!(
+        summary.contains("Flatcar stable 9999.0.0") && summary.contains("stable 9999.0.1"),
+        "both versions are not named:\n{summary}"
+    );
+    assert!(
+        !err.contains("TASK [setup : Bootstrap PyPy"),
+        "provisioning went on:\n{}",
+        support_tail(&err)
+    );
+    assert_no_half_output();
+    let claimed = BUILD_NAME.replace("9999.0.0", "9999.0.1");
+    for dir in ["images/capi/output", "images/capi/output/.work"] {
+        let left = project_root().join(dir).join(&claimed);
+        assert!(!left.exists(), "{} was left behind", left.display());
+    }
+}
+
 #[test]
 #[ignore = "builds a VM under TCG as root (minutes); CI runs it"]
 fn a_failing_ansible_task_is_named_and_leaves_nothing() {

@@ -31,6 +31,18 @@ pub enum Fault {
     /// The mirror serves a kubeadm that does not match its checksum file: an Ansible
     /// task fails inside the guest, and the build must name it and leave no output.
     CorruptDownload,
+    /// The mirror serves the guest, whose image says it is 9999.0.0, as a
+    /// release it claims is 9999.0.1 (signed, with a matching DIGESTS and
+    /// version.txt): the build must stop at the first provisioning step, naming both.
+    RolledBackRelease,
+}
+
+/// The release the rehearsal's mirror claims to serve under `fault`.
+fn claimed_version(fault: Option<Fault>) -> &'static str {
+    match fault {
+        Some(Fault::RolledBackRelease) => "9999.0.1",
+        _ => testbed::FLATCAR_VERSION,
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,7 +110,13 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         started,
     );
 
-    let build_args = build_args(&mirror, &server.url(), &run_dir, &mirror_config)?;
+    let build_args = build_args(
+        &mirror,
+        &server.url(),
+        &run_dir,
+        &mirror_config,
+        claimed_version(args.fault),
+    )?;
     let started = Instant::now();
     let built = build_flatcar::plan(sh, &build_args)
         .and_then(|planned| build_flatcar::build(sh, &build_args, planned));
@@ -178,10 +196,11 @@ fn build_args(
     server_url: &str,
     run_dir: &Path,
     mirror_config: &Path,
+    version: &str,
 ) -> anyhow::Result<BuildArgs> {
     let command_line: Vec<OsString> = [
         mirror.channel.as_str(),
-        testbed::FLATCAR_VERSION,
+        version,
         "--release-server",
         &mirror.release_server(server_url),
         "--signing-key",
@@ -239,9 +258,40 @@ fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Serves the release the guest is (its signed image, DIGESTS and signature)
+/// again under another version, as a mirror that rolls a build back would.
+fn serve_under_another_version(mirror: &mirror::Mirror) -> anyhow::Result<()> {
+    let claimed = claimed_version(Some(Fault::RolledBackRelease));
+    let [real, current] = mirror::release_dirs(&mirror.channel, "amd64", testbed::FLATCAR_VERSION)
+        .map(|d| mirror.root.join(d));
+    let [renamed, _] =
+        mirror::release_dirs(&mirror.channel, "amd64", claimed).map(|d| mirror.root.join(d));
+    std::fs::create_dir_all(&renamed).with_context(|| format!("creating {}", renamed.display()))?;
+    for entry in std::fs::read_dir(&real).with_context(|| format!("reading {}", real.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", real.display()))?;
+        if entry.file_name() != "version.txt" {
+            std::fs::copy(entry.path(), renamed.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    for dir in [&renamed, &current] {
+        let version_txt = dir.join("version.txt");
+        // version.txt may be a hard link to the real release's: replace, never write through.
+        let _ = std::fs::remove_file(&version_txt);
+        std::fs::write(&version_txt, mirror::version_txt(claimed))
+            .with_context(|| format!("writing {}", version_txt.display()))?;
+    }
+    eprintln!(
+        "rehearse: fault injected: the {} guest is served as {claimed}",
+        testbed::FLATCAR_VERSION
+    );
+    Ok(())
+}
+
 /// Damages the mirror the way `fault` says, after it was signed.
 fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
     let (suffix, what) = match fault {
+        Fault::RolledBackRelease => return serve_under_another_version(mirror),
         Fault::TamperedImage => (
             format!("/{}", Variant::Bios.image_file_name()),
             "flipped one byte of",
@@ -273,6 +323,7 @@ fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
             file.seek(SeekFrom::End(0))?;
             file.write_all(b"\n")?;
         }
+        Fault::RolledBackRelease => unreachable!("handled above"),
     }
     eprintln!("rehearse: fault injected: {what} {relative}");
     Ok(())

@@ -104,6 +104,9 @@ pub fn guest_files() -> Vec<GuestFile> {
             mode: 0o644,
             contents: Cow::Owned(os_release(super::FLATCAR_VERSION)),
         },
+        // The channel the image belongs to, where Flatcar keeps it; the build's
+        // first provisioning step compares it (and os-release) with what it asked for.
+        file("/usr/share/flatcar/update.conf", 0o644, "GROUP=stable\n"),
         unit!("flatcar-first-boot.service"),
         unit!("update-engine.service"),
         unit!("locksmithd.service"),
