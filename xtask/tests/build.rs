@@ -312,13 +312,7 @@ fn an_existing_output_directory_is_not_replaced_without_force() {
 fn finding_10_force_leaves_an_output_whose_verify_vm_may_run_or_that_is_not_ours() {
     let dir = tempfile::tempdir().unwrap();
     let version = "9990.0.1";
-    let d = dir.path().join("stable/amd64-usr").join(version);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("version.txt"),
-        VERSION_TXT.replace("4081.2.0", version),
-    )
-    .unwrap();
+    release(dir.path(), version, false);
     let server = FileServer::start(dir.path());
     let output =
         support::project_root().join("images/capi/output/flatcar-stable-9990.0.1-kube-v1.36.2");

@@ -170,10 +170,16 @@ impl Setup {
     /// its SHA256SUMS (listing `listed_sha256` for it, the real one by default) and
     /// the SHA256SUMS signed by `key`.
     fn publish(&self, script: &str, listed_sha256: Option<&str>, key: &Signer) {
+        self.publish_entry(script, 0o755, listed_sha256, key);
+    }
+
+    /// As `publish`, with the `packer` entry's Unix mode (0o120777: a symlink to
+    /// the path `script`).
+    fn publish_entry(&self, script: &str, mode: u32, listed_sha256: Option<&str>, key: &Signer) {
         let dir = self.release_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let archive = zip(&[
-            ("packer", script.as_bytes(), 0o755),
+            ("packer", script.as_bytes(), mode),
             ("LICENSE.txt", b"test release\n", 0o644),
         ]);
         std::fs::write(dir.join(archive_name()), &archive).unwrap();
@@ -336,6 +342,36 @@ fn a_checksum_mismatch_deletes_the_archive_and_installs_nothing() {
     s.assert_nothing_installed();
     let entry = s.deps_entry("validate", "packer", Some(no_packer.path()));
     assert_eq!(status(&entry), "missing", "{entry:#}");
+}
+
+/// A signed zip whose `packer` entry is a symlink: once it was followed (its
+/// target made executable, run for the version check) and installed as a link.
+#[test]
+fn finding_13_a_symlink_packer_entry_in_the_signed_zip_is_refused() {
+    let s = Setup::new();
+    let victim = s.dir.path().join("victim.sh");
+    std::fs::write(&victim, STAND_IN).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    s.publish_entry(victim.to_str().unwrap(), 0o120777, None, &s.signer);
+    let no_packer = path_without(&["packer"]);
+    let out = s.run(
+        &["deps", "--install", "--for", "validate"],
+        Some(no_packer.path()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not a regular file"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o644,
+        "the symlink's target was made executable"
+    );
+    s.assert_nothing_installed();
 }
 
 #[test]

@@ -18,7 +18,7 @@ use xshell::Shell;
 use crate::build::plan::{self, Provider};
 use crate::commands::build_flatcar::{self, BuildArgs};
 use crate::flatcar::release::Variant;
-use crate::testbed::{self, downloads, guest, mirror, server};
+use crate::testbed::{self, downloads, guest, mirror, release_tree, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
 use crate::{error::Exit, table, vm::streaming};
 
@@ -262,10 +262,9 @@ fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> 
 /// again under another version, as a mirror that rolls a build back would.
 fn serve_under_another_version(mirror: &mirror::Mirror) -> anyhow::Result<()> {
     let claimed = claimed_version(Some(Fault::RolledBackRelease));
-    let [real, current] = mirror::release_dirs(&mirror.channel, "amd64", testbed::FLATCAR_VERSION)
-        .map(|d| mirror.root.join(d));
-    let [renamed, _] =
-        mirror::release_dirs(&mirror.channel, "amd64", claimed).map(|d| mirror.root.join(d));
+    let tree = mirror.root.join(mirror::RELEASE_DIR);
+    let dir = |version| release_tree::release_dir(&tree, &mirror.channel, "amd64", version);
+    let (real, current, renamed) = (dir(testbed::FLATCAR_VERSION), dir("current"), dir(claimed));
     std::fs::create_dir_all(&renamed).with_context(|| format!("creating {}", renamed.display()))?;
     for entry in std::fs::read_dir(&real).with_context(|| format!("reading {}", real.display()))? {
         let entry = entry.with_context(|| format!("reading {}", real.display()))?;
@@ -278,8 +277,11 @@ fn serve_under_another_version(mirror: &mirror::Mirror) -> anyhow::Result<()> {
         let version_txt = dir.join("version.txt");
         // version.txt may be a hard link to the real release's: replace, never write through.
         let _ = std::fs::remove_file(&version_txt);
-        std::fs::write(&version_txt, mirror::version_txt(claimed))
-            .with_context(|| format!("writing {}", version_txt.display()))?;
+        std::fs::write(
+            &version_txt,
+            release_tree::version_txt(claimed, "rehearsal"),
+        )
+        .with_context(|| format!("writing {}", version_txt.display()))?;
     }
     eprintln!(
         "rehearse: fault injected: the {} guest is served as {claimed}",

@@ -18,7 +18,7 @@ use crate::flatcar::release::Variant;
 
 /// Where the release tree starts below the mirror's root: the release server URL a
 /// build takes is `<mirror>/flatcar/{channel}`.
-const RELEASE_DIR: &str = "flatcar";
+pub const RELEASE_DIR: &str = "flatcar";
 
 /// The armored public half of the mirror's signing key, below the mirror's root.
 const SIGNING_KEY_FILE: &str = "flatcar/rehearsal-image-signing-key.asc";

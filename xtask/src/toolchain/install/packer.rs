@@ -233,6 +233,17 @@ pub fn install_packer(
         );
     }
     let packer = unpacked.join("packer");
+    // A link would be followed by chmod and by the version check, and installed
+    // pointing anywhere: only a regular file is a program we unpacked.
+    let kind = std::fs::symlink_metadata(&packer)
+        .with_context(|| format!("reading {}", packer.display()))?
+        .file_type();
+    if !kind.is_file() {
+        bail!(
+            "the `packer` entry of {archive} is not a regular file ({kind:?}); \
+             refusing to install it, although the archive's checksum is signed"
+        );
+    }
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&packer, std::fs::Permissions::from_mode(0o755))
