@@ -377,6 +377,13 @@ fn build_flatcar_root(root: &Path) {
 /// What Flatcar ships in /usr and the host does not: containerd, ctr, the runc shim
 /// and containerd's unit. It becomes the top layer of the root's read-only /usr.
 fn build_flatcar_usr_layer(layer: &Path) {
+    // What the image says it is: the first provisioning step compares these with
+    // the release and channel the build asked for.
+    write(
+        &layer.join("lib/os-release"),
+        "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION=4459.2.0\nVERSION_ID=4459.2.0\n",
+    );
+    write(&layer.join("share/flatcar/update.conf"), "GROUP=stable\n");
     for name in ["containerd", "containerd-shim-runc-v2", "ctr"] {
         write_stand_in(&layer.join("bin").join(name), &format!("flatcar-{name}"));
     }
@@ -551,6 +558,7 @@ impl FlatcarRoot {
                 v.containerd_version
             ),
             format!("-var=pypy_http_source={url}/pypy"),
+            "-var=flatcar_version=4459.2.0".to_owned(),
             format!("-var=containerd_cri_socket={TEST_SOCKET}"),
             format!(
                 "-var=ansible_extra_vars=pypy_version={PYPY_VERSION} pypy_python_version={PYPY_PYTHON_VERSION} \
@@ -857,4 +865,35 @@ fn downloads_that_do_not_match_their_checksums_stop_the_build() {
         !root.join("opt/bin/kubeadm").exists(),
         "an unverified kubeadm was installed"
     );
+}
+
+/// A mirror that serves 4459.2.0's signed image as another release or channel
+/// passes every signature check: the image's own os-release and update.conf
+/// stop the first provisioning step, before Python or anything else is installed.
+#[test]
+fn finding_2_an_image_of_another_release_or_channel_stops_the_first_provisioning_step() {
+    let fixture = FlatcarRoot::new();
+    for (asked, named) in [
+        ("flatcar_version=4459.2.1", "Flatcar stable 4459.2.1"),
+        ("flatcar_channel=beta", "Flatcar beta 4459.2.0"),
+    ] {
+        let mut extra_vars = fixture.extra_vars(&fixture.pypy_sha256);
+        extra_vars.push(asked.to_owned());
+        let output = fixture.run("node.yml", &extra_vars);
+        let stdout = text(&output.stdout);
+        assert!(
+            !output.status.success(),
+            "an image of another release was provisioned:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("The booted image is Flatcar stable 4459.2.0")
+                && stdout.contains(&format!("the build asked for {named}")),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains("TASK [setup : Bootstrap PyPy"),
+            "provisioning went on:\n{stdout}"
+        );
+        assert!(fs::symlink_metadata(fixture.root().join("opt/bin/python")).is_err());
+    }
 }
