@@ -17,6 +17,7 @@ pub mod nested_cargo;
 pub mod net;
 pub mod output;
 pub mod packer;
+pub mod rules;
 pub mod table;
 pub mod testbed;
 pub mod toolchain;

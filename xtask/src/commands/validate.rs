@@ -22,6 +22,7 @@ use crate::packer::command;
 use crate::packer::layering;
 use crate::packer::targets::{self, BuildInput, BuildTarget, TARGETS};
 use crate::packer::template::{self, AnsibleProvisioner, Finding, Template};
+use crate::rules;
 use crate::toolchain::install::{self, InstallOptions};
 use crate::toolchain::tools::Purpose;
 use crate::{build::key, error::Exit};
@@ -138,7 +139,79 @@ pub fn plan(tree: &SourceTree, scope: &Scope, targets: &[&'static BuildTarget]) 
     for config in scope.filter(tree.ignition_configs()) {
         checks.push(ignition_check(&root, config));
     }
+
+    // Every YAML file, not only what the syntax check loads: the roles' per-OS task
+    // files are included at run time, so ansible-playbook never reads them here.
+    let yaml_files = scope.filter(
+        tree.yaml_files()
+            .into_iter()
+            .filter(|f| f.starts_with(CAPI))
+            .collect(),
+    );
+    if !yaml_files.is_empty() {
+        checks.push(yaml_check(&root, yaml_files));
+    }
+    let rule_targets: Vec<&'static BuildTarget> = targets
+        .iter()
+        .copied()
+        .filter(|t| t.build_inputs.contains(&BuildInput::NodeRulesDir))
+        .collect();
+    let rules_inputs: Vec<PathBuf> = rules::FILES
+        .iter()
+        .map(|f| Path::new(CAPI).join(f.path))
+        .chain(rule_targets.iter().flat_map(|t| t.stack().map(|f| Path::new(CAPI).join(f))))
+        .collect();
+    if !rule_targets.is_empty() && scope.touches(rules_inputs.iter().map(PathBuf::as_path)) {
+        checks.push(rules_check(&root, rule_targets, rules_inputs));
+    }
     checks
+}
+
+fn yaml_check(root: &Path, files: Vec<PathBuf>) -> Check {
+    let label = format!("{} files", files.len());
+    let body_root = root.to_path_buf();
+    let body_files = files.clone();
+    Check::new("yaml", label, move |_, _| {
+        let mut problems = Vec::new();
+        for file in &body_files {
+            let shown = file.display().to_string();
+            let text = std::fs::read_to_string(body_root.join(file))
+                .with_context(|| format!("reading {shown}"))?;
+            if let Err(e) = rules::yaml::check_syntax(&text) {
+                problems.push(
+                    Problem::new(format!("YAML syntax error: {}", e.message))
+                        .in_file(&shown)
+                        .at(e.at.line, Some(e.at.column)),
+                );
+            }
+        }
+        Ok(Outcome::from_problems(problems, Vec::new()))
+    })
+    .cached(root, files, Vec::new())
+}
+
+/// The node rules: they parse, use only the supported goss subset, and name only
+/// variables every target that runs them supplies.
+fn rules_check(root: &Path, targets: Vec<&'static BuildTarget>, inputs: Vec<PathBuf>) -> Check {
+    let capi = root.join(CAPI);
+    let label = targets.iter().map(|t| t.name).collect::<Vec<_>>().join(", ");
+    Check::new("node rules", label, move |_, _| {
+        let mut problems = Vec::new();
+        for target in &targets {
+            let doc = template::load(&capi, target.template).map_err(|f| anyhow!("{f}"))?;
+            let known = Template::from_document(doc).0.variables.into_keys().collect();
+            for (file, p) in rules::problems(&capi, &known) {
+                let problem = Problem::new(p.message)
+                    .in_file(shown(file))
+                    .at(p.at.line, Some(p.at.column));
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+            }
+        }
+        Ok(Outcome::from_problems(problems, Vec::new()))
+    })
+    .cached(root, inputs, Vec::new())
 }
 
 /// The path of a file of images/capi relative to the root, as reports show it.
@@ -237,6 +310,10 @@ impl Placeholders {
         std::fs::write(&ignition, b"{}\n")
             .with_context(|| format!("writing {}", ignition.display()))?;
         let key = key::generate(sh, dir.path(), "cargo-xtask-validate")?;
+        // Packer's file provisioner checks that what it uploads exists.
+        let node_rules = dir.path().join("node-rules");
+        std::fs::create_dir(&node_rules)
+            .with_context(|| format!("creating {}", node_rules.display()))?;
         let image_digest = crate::hex::encode(&Sha512::digest(b""));
         Ok(Placeholders {
             dir,
@@ -259,6 +336,7 @@ impl Placeholders {
             BuildInput::Accelerator => Some("tcg".to_owned()),
             BuildInput::FlatcarChannel | BuildInput::FlatcarVersion => None,
             BuildInput::OutputDirectory => Some(path(&self.dir.path().join("output"))),
+            BuildInput::NodeRulesDir => Some(path(&self.dir.path().join("node-rules"))),
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum BuildInput {
     FlatcarVersion,
     /// Where Packer writes the image, its manifest and the box.
     OutputDirectory,
+    /// The `node-rules` directory the image runs the node rules from (see `rules`).
+    NodeRulesDir,
 }
 
 impl BuildInput {
@@ -36,6 +38,7 @@ impl BuildInput {
             BuildInput::FlatcarChannel => "flatcar_channel",
             BuildInput::FlatcarVersion => "flatcar_version",
             BuildInput::OutputDirectory => "output_directory",
+            BuildInput::NodeRulesDir => "node_rules_dir",
         }
     }
 }
@@ -73,6 +76,7 @@ pub const TARGETS: &[BuildTarget] = &[
             BuildInput::FlatcarChannel,
             BuildInput::FlatcarVersion,
             BuildInput::OutputDirectory,
+            BuildInput::NodeRulesDir,
         ],
     },
     BuildTarget {
