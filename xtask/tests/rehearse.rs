@@ -1,6 +1,6 @@
 //! `cargo xtask rehearse`: the real build-flatcar and verify-vagrant pipeline on the
 //! Flatcar-shaped guest, and the faults it must survive: a tampered image, a failing
-//! Ansible task, Ctrl-C during provisioning. Each boots VMs under TCG and needs root,
+//! Ansible task, a broken node rule, Ctrl-C during provisioning. Each boots VMs under TCG and needs root,
 //! so they run with `--include-ignored` (CI runs them); they share the rehearsal's
 //! directories, so they run one at a time.
 
@@ -127,20 +127,42 @@ fn the_whole_pipeline_builds_and_verifies_a_box() {
         .unwrap()
         .iter()
         .any(|o| o["file"] == format!("{BUILD_NAME}.box")));
-    // The verify steps that really ran, each passed.
-    for step in [
-        "log in over SSH as core",
-        "node binaries are in /opt/bin",
-        "crictl talks to containerd's socket",
-        "sysprep removed the build key",
-        "/etc/kubeadm.yml is kept",
+    // The node rules ran in the build and on the booted box, each reported and passed.
+    for rule in [
+        "kernel-param vm.overcommit_memory: value",
+        "service containerd: running",
+        "command crictl ps answers on the build's socket: exit-status",
+        "command the build's SSH key is nowhere: exit-status",
+        "file /etc/kubeadm.yml: exists",
     ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(rule))
+            .unwrap_or_else(|| panic!("{rule} is not in the rules table:\n{table}"));
+        assert_eq!(
+            row.split_whitespace().rev().take(2).collect::<Vec<_>>(),
+            ["pass", "pass"],
+            "{row}"
+        );
         assert!(
-            err.contains(&format!("verify: {step}: pass")),
-            "{step} did not pass:\n{}",
+            err.contains(&format!("verify: [PASS] {rule} |")),
+            "{rule} did not pass in verify:\n{}",
             support_tail(&err)
         );
     }
+    let build_only = table
+        .lines()
+        .find(|l| l.starts_with("file /boot/flatcar/first_boot: exists"))
+        .unwrap_or_else(|| panic!("no first-boot rule:\n{table}"));
+    assert!(
+        build_only.contains("pass") && build_only.trim_end().ends_with('-'),
+        "{build_only}"
+    );
+    assert!(
+        table.contains("build: node rules: ") && table.contains(", 0 failed in "),
+        "{table}"
+    );
+    assert!(table.contains("verify: node rules: "), "{table}");
     assert!(
         err.contains("verify: kubeadm init: not run"),
         "{}",
@@ -247,6 +269,29 @@ fn a_failing_ansible_task_is_named_and_leaves_nothing() {
     assert!(
         summary.to_lowercase().contains("checksum"),
         "the task's output is not shown:\n{summary}"
+    );
+    assert_no_half_output();
+}
+
+#[test]
+#[ignore = "builds a VM under TCG as root (minutes); CI runs it"]
+fn a_broken_node_rule_fails_the_build_by_name_and_leaves_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = rehearse(&["--fault", "kernel-param-unset", "--no-verify"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", support_tail(&err));
+    let summary = err
+        .split("packer build failed:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure summary:\n{}", support_tail(&err)));
+    assert!(
+        summary
+            .contains("[FAIL] kernel-param vm.overcommit_memory: value | expected: 1 | found: 0"),
+        "the broken rule is not named with what was expected and found:\n{summary}"
+    );
+    assert!(
+        summary.contains("node rules: ") && summary.contains(", 1 failed in "),
+        "only that rule may fail:\n{summary}"
     );
     assert_no_half_output();
 }

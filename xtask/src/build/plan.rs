@@ -150,6 +150,8 @@ pub struct BuildPaths {
     pub ssh_private_key: PathBuf,
     pub ignition_config: PathBuf,
     pub packer_log: PathBuf,
+    /// The `node-rules` directory the image runs the node rules from.
+    pub node_rules: PathBuf,
 }
 
 impl BuildPaths {
@@ -163,6 +165,7 @@ impl BuildPaths {
             ssh_private_key: work.join(crate::build::key::PRIVATE_KEY_FILE),
             ignition_config: work.join("ignition.json"),
             packer_log: work.join("packer.log"),
+            node_rules: work.join("node-rules"),
             work,
         }
     }
@@ -237,6 +240,19 @@ pub fn plan(inputs: &PlanInputs, image_sha512: Option<&str>) -> Plan {
     }
 }
 
+/// Every variable of the build as this plan renders it (the var files' values and
+/// what the build supplies): the values the node rules are checked against.
+pub fn variables(inputs: &PlanInputs, plan: &Plan) -> BTreeMap<String, String> {
+    let supplied = &plan.generated_var_file;
+    let mut all: BTreeMap<String, String> = inputs
+        .values
+        .keys()
+        .map(|name| (name.clone(), rendered(&inputs.values, supplied, name)))
+        .collect();
+    all.extend(supplied.clone());
+    all
+}
+
 /// The variables only the build knows: where it writes, and for a local VM the
 /// image, its checksum (once verified), the key, the Ignition config, the accelerator.
 fn build_variables(
@@ -269,6 +285,7 @@ fn build_variables(
     }
     set(BuildInput::SshPrivateKeyFile, path(&paths.ssh_private_key));
     set(BuildInput::IgnitionConfigPath, path(&paths.ignition_config));
+    set(BuildInput::NodeRulesDir, path(&paths.node_rules));
     if let Some(accelerator) = inputs.accelerator {
         set(
             BuildInput::Accelerator,

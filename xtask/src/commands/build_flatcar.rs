@@ -6,6 +6,7 @@
 //! (`verify-vagrant`). The output directory is either complete or absent. stdout
 //! carries data only: the plan (`--dry-run`), the `export ...` line, or JSON.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::commands::verify_vagrant::{self, VerifyArgs, VerifyOptions};
 use crate::flatcar::{self, FetchOptions, SignaturePolicy, VerifiedImage};
 use crate::output::Format;
 use crate::packer::targets::BuildTarget;
+use crate::rules::{self as node_rules, Stage};
 use crate::toolchain::install::{self, InstallOptions};
 use crate::toolchain::tools::{self, Probe, Purpose, TOOLS};
 use crate::vm::accelerator::{self, Accelerator};
@@ -187,11 +189,16 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
     let work = WorkDir::create(&paths.work)?;
     // While packer runs, Ctrl-C lets it stop its VM, then we remove what we made.
     let interrupts = streaming::catch_interrupts();
-    let packed =
-        run_packer(sh, &plan, image.as_ref()).and_then(|()| match streaming::interrupted() {
+    let rules = NodeRules {
+        vars: plan::variables(&planned.inputs, &plan),
+        goss: args.verify.goss.as_deref(),
+    };
+    let packed = run_packer(sh, &plan, image.as_ref(), &rules).and_then(|()| {
+        match streaming::interrupted() {
             true => Err(anyhow::anyhow!("interrupted")),
             false => Ok(()),
-        });
+        }
+    });
     drop(interrupts);
     let result = packed.and_then(|()| {
         let record = record_build(&plan, &planned, image, started)?;
@@ -430,12 +437,29 @@ fn confirm_replace(output_dir: &Path, force: bool) -> anyhow::Result<()> {
     )
 }
 
+/// The node rules' inputs: the build's variables and, optionally, a goss to run them.
+struct NodeRules<'a> {
+    vars: BTreeMap<String, String>,
+    goss: Option<&'a Path>,
+}
+
 /// Fills the work directory with what the plan names (the key and Ignition config
-/// when a Flatcar image boots, the generated var file), then runs packer.
-fn run_packer(sh: &Shell, plan: &Plan, image: Option<&VerifiedImage>) -> anyhow::Result<()> {
+/// when a Flatcar image boots, the node rules, the generated var file), then runs
+/// packer.
+fn run_packer(
+    sh: &Shell,
+    plan: &Plan,
+    image: Option<&VerifiedImage>,
+    rules: &NodeRules,
+) -> anyhow::Result<()> {
     let paths = &plan.paths;
     if image.is_some() {
-        write_first_boot_config(sh, plan)?;
+        let public_key = write_first_boot_config(sh, plan)?;
+        let mut vars = rules.vars.clone();
+        let key_body = public_key.split_whitespace().nth(1).unwrap_or_default();
+        vars.insert("build_ssh_public_key".into(), key_body.to_owned());
+        let capi = workspace::capi_dir();
+        node_rules::write_runner(&paths.node_rules, &capi, Stage::Build, &vars, rules.goss)?;
     }
     std::fs::write(
         &paths.generated_var_file,
@@ -480,12 +504,18 @@ fn run_packer(sh: &Shell, plan: &Plan, image: Option<&VerifiedImage>) -> anyhow:
     }
     std::fs::copy(&paths.packer_log, paths.staging.join("packer.log"))
         .context("keeping the packer log")?;
+    // verify-vagrant checks the booted box against the same values.
+    let rule_vars = paths.node_rules.join(node_rules::VARS_FILE);
+    if rule_vars.is_file() {
+        std::fs::copy(&rule_vars, paths.staging.join(node_rules::VARS_FILE))
+            .context("keeping the node rules' values")?;
+    }
     Ok(())
 }
 
 /// The build's key pair and the repository's first-boot Ignition config with the
-/// key authorized, where the plan says.
-fn write_first_boot_config(sh: &Shell, plan: &Plan) -> anyhow::Result<()> {
+/// key authorized, where the plan says; returns the public key.
+fn write_first_boot_config(sh: &Shell, plan: &Plan) -> anyhow::Result<String> {
     let paths = &plan.paths;
     let comment = format!("flatcar-capi-builder {}", plan.build_name);
     let key = key::generate(sh, &paths.work, &comment)?;
@@ -496,13 +526,33 @@ fn write_first_boot_config(sh: &Shell, plan: &Plan) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {}", stored.display(), e.message))?;
     let config = ignition::authorize_key(config, &key.public_key)?;
     std::fs::write(&paths.ignition_config, json_text::canonical(&config))
-        .with_context(|| format!("writing {}", paths.ignition_config.display()))
+        .with_context(|| format!("writing {}", paths.ignition_config.display()))?;
+    Ok(key.public_key)
 }
 
 /// The part of packer's output that says what failed: a failed Ansible task's name
 /// and message when there is one, else packer's last lines.
 fn failure_summary(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
+    // The node rules list what failed, with what was expected and found.
+    if let Some(at) = lines
+        .iter()
+        .rposition(|l| l.contains("node rules that failed:"))
+    {
+        let summary = lines[..at]
+            .iter()
+            .rev()
+            .find(|l| l.contains("node rules: "));
+        let list = lines[at..]
+            .iter()
+            .take_while(|l| l.contains("node rules that failed:") || l.contains("[FAIL] "));
+        return summary
+            .into_iter()
+            .chain(list)
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
     let failed = lines
         .iter()
         .rposition(|l| l.contains("fatal:") || l.contains("FAILED!"));

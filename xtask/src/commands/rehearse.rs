@@ -20,7 +20,7 @@ use crate::commands::build_flatcar::{self, BuildArgs};
 use crate::flatcar::release::Variant;
 use crate::testbed::{self, downloads, guest, mirror, release_tree, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
-use crate::{error::Exit, table, vm::streaming};
+use crate::{error::Exit, rules, table, vm::streaming, workspace};
 
 /// A fault the rehearsal can inject, to prove the build stops the way it should.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,6 +35,11 @@ pub enum Fault {
     /// release it claims is 9999.0.1 (signed, with a matching DIGESTS and
     /// version.txt): the build must stop at the first provisioning step, naming both.
     RolledBackRelease,
+    /// The site's var file gives the node role kernel settings without
+    /// `vm.overcommit_memory` (through `ansible_extra_vars`, as any user can): the
+    /// node rule on it fails at the end of the build, which must name it and leave
+    /// no output.
+    KernelParamUnset,
 }
 
 /// The release the rehearsal's mirror claims to serve under `fault`.
@@ -139,12 +144,18 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         started,
     );
 
+    let build_rules = std::fs::read_to_string(output_dir.join("packer.log"))
+        .map(|log| rules::report::parse(&log))
+        .unwrap_or_default();
+    let mut verify_rules = rules::report::Run::default();
     let verified = if args.no_verify {
         step("verify-vagrant", "not run (--no-verify)", Instant::now());
         Ok(())
     } else {
         let started = Instant::now();
-        let result = verify_in_namespace(&run_dir, &output_dir);
+        let result = verify_in_namespace(&run_dir, &output_dir).map(|output| {
+            verify_rules = rules::report::parse(&output);
+        });
         step(
             "verify-vagrant",
             if result.is_ok() { "pass" } else { "FAIL" },
@@ -162,7 +173,76 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
             .with_context(|| format!("removing {}", output_dir.display()))?;
     }
     eprint!("{}", table::render(&["step", "result", "time"], &steps));
+    eprint!("{}", rules_table(&build_rules, &verify_rules));
     verified
+}
+
+/// Each node rule with its result in the build and on the booted box, and how
+/// long each whole run took inside the guest.
+fn rules_table(build: &rules::report::Run, verify: &rules::report::Run) -> String {
+    let result =
+        |run: &rules::report::Run, name: &str| match run.rules.iter().find(|r| r.name == name) {
+            Some(r) if r.passed => "pass".to_owned(),
+            Some(r) => format!("FAIL (found {})", r.found),
+            None => "-".to_owned(),
+        };
+    let mut names: Vec<&str> = build.rules.iter().map(|r| r.name.as_str()).collect();
+    for rule in &verify.rules {
+        if !names.contains(&rule.name.as_str()) {
+            names.push(&rule.name);
+        }
+    }
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|name| vec![name.to_string(), result(build, name), result(verify, name)])
+        .collect();
+    let mut out = format!(
+        "\n{}",
+        table::render(&["node rule", "build", "verify"], &rows)
+    );
+    for (stage, run) in [("build", build), ("verify", verify)] {
+        if let Some(summary) = &run.summary {
+            out += &format!("{stage}: {summary}\n");
+        }
+    }
+    out
+}
+
+/// `ansible_extra_vars` that give the node role all its kernel settings but one:
+/// the role's own defaults, read from the role, minus `vm.overcommit_memory`.
+fn kernel_settings_without_overcommit() -> anyhow::Result<String> {
+    let defaults = workspace::capi_dir().join("ansible/roles/node/defaults/main.yml");
+    let text = std::fs::read_to_string(&defaults)
+        .with_context(|| format!("reading {}", defaults.display()))?;
+    let root = rules::yaml::parse(&text).map_err(|e| {
+        anyhow::anyhow!("{}: line {}: {}", defaults.display(), e.at.line, e.message)
+    })?;
+    let mut settings = serde_json::Map::new();
+    if let Some(rules::yaml::Node {
+        value: rules::yaml::Value::Mapping(vars),
+        ..
+    }) = root
+    {
+        for (name, value) in vars {
+            if name.scalar() != Some("node_sysctl_settings") {
+                continue;
+            }
+            if let rules::yaml::Value::Mapping(pairs) = &value.value {
+                for (key, value) in pairs {
+                    let (Some(key), Some(value)) = (key.scalar(), value.scalar()) else {
+                        continue;
+                    };
+                    if key != "vm.overcommit_memory" {
+                        settings.insert(key.to_owned(), value.into());
+                    }
+                }
+            }
+        }
+    }
+    if settings.is_empty() {
+        bail!("no node_sysctl_settings in {}", defaults.display());
+    }
+    Ok(serde_json::json!({ "node_sysctl_settings": settings }).to_string())
 }
 
 /// The loopback mirror for the rehearsal's build, damaged as `fault` says,
@@ -175,12 +255,16 @@ fn serve_mirror(
 ) -> anyhow::Result<(mirror::Mirror, server::FileServer, PathBuf)> {
     let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
     let mirror = mirror::build(sh, &run_dir.join("mirror"), guest, "stable", &downloads)?;
-    if let Some(fault) = fault {
+    if let Some(fault) = fault.filter(|f| *f != Fault::KernelParamUnset) {
         inject(&mirror, fault)?;
     }
     let server = server::FileServer::start(&mirror.root)?;
     let mirror_config = run_dir.join("mirror-config.json");
-    let config = mirror.mirror_config(&server.url_for_guest())?;
+    let mut config = mirror.mirror_config(&server.url_for_guest())?;
+    if fault == Some(Fault::KernelParamUnset) {
+        config["ansible_extra_vars"] = kernel_settings_without_overcommit()?.into();
+        eprintln!("rehearse: fault injected: the site's var file sets the node role's kernel settings without vm.overcommit_memory");
+    }
     std::fs::write(
         &mirror_config,
         serde_json::to_string_pretty(&config)? + "\n",
@@ -231,8 +315,8 @@ fn build_args(
 }
 
 /// Runs `verify-vagrant` on the box in a libvirtd of its own, in a private network
-/// and mount namespace, with a VAGRANT_HOME of its own.
-fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> {
+/// and mount namespace, with a VAGRANT_HOME of its own; returns its output.
+fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<String> {
     let state = run_dir.join("libvirt");
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     let namespace = LibvirtNamespace::start(&state)?;
@@ -255,7 +339,7 @@ fn verify_in_namespace(run_dir: &Path, output_dir: &Path) -> anyhow::Result<()> 
         eprintln!("error: verify-vagrant failed in the rehearsal namespace");
         return Err(Exit(1).into());
     }
-    Ok(())
+    Ok(finished.output)
 }
 
 /// Serves the release the guest is (its signed image, DIGESTS and signature)
@@ -299,6 +383,7 @@ fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
             "flipped one byte of",
         ),
         Fault::CorruptDownload => ("/kubeadm".to_owned(), "appended a byte to"),
+        Fault::KernelParamUnset => unreachable!("a var-file fault, not a mirror one"),
     };
     let relative = mirror
         .files
@@ -325,7 +410,7 @@ fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
             file.seek(SeekFrom::End(0))?;
             file.write_all(b"\n")?;
         }
-        Fault::RolledBackRelease => unreachable!("handled above"),
+        Fault::RolledBackRelease | Fault::KernelParamUnset => unreachable!("handled above"),
     }
     eprintln!("rehearse: fault injected: {what} {relative}");
     Ok(())

@@ -159,7 +159,11 @@ pub fn plan(tree: &SourceTree, scope: &Scope, targets: &[&'static BuildTarget]) 
     let rules_inputs: Vec<PathBuf> = rules::FILES
         .iter()
         .map(|f| Path::new(CAPI).join(f.path))
-        .chain(rule_targets.iter().flat_map(|t| t.stack().map(|f| Path::new(CAPI).join(f))))
+        .chain(
+            rule_targets
+                .iter()
+                .flat_map(|t| t.stack().map(|f| Path::new(CAPI).join(f))),
+        )
         .collect();
     if !rule_targets.is_empty() && scope.touches(rules_inputs.iter().map(PathBuf::as_path)) {
         checks.push(rules_check(&root, rule_targets, rules_inputs));
@@ -194,12 +198,20 @@ fn yaml_check(root: &Path, files: Vec<PathBuf>) -> Check {
 /// variables every target that runs them supplies.
 fn rules_check(root: &Path, targets: Vec<&'static BuildTarget>, inputs: Vec<PathBuf>) -> Check {
     let capi = root.join(CAPI);
-    let label = targets.iter().map(|t| t.name).collect::<Vec<_>>().join(", ");
+    let label = targets
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ");
     Check::new("node rules", label, move |_, _| {
         let mut problems = Vec::new();
         for target in &targets {
             let doc = template::load(&capi, target.template).map_err(|f| anyhow!("{f}"))?;
-            let known = Template::from_document(doc).0.variables.into_keys().collect();
+            let known = Template::from_document(doc)
+                .0
+                .variables
+                .into_keys()
+                .collect();
             for (file, p) in rules::problems(&capi, &known) {
                 let problem = Problem::new(p.message)
                     .in_file(shown(file))

@@ -1,8 +1,10 @@
 //! `cargo xtask verify-vagrant`: boots a build's libvirt box with vagrant and checks
-//! it is a working Kubernetes node: the files the roles install are in place, then
-//! `kubeadm init`, `kubectl cluster-info` and a Ready node. Ends with the exports a
-//! user needs to go on with `vagrant ssh`.
+//! it is a working Kubernetes node: the node rules (images/capi/packer/goss/) with
+//! the build's values, in one SSH session, then what needs a cluster: `kubeadm
+//! init`, `kubectl cluster-info` and a Ready node. Ends with the exports a user
+//! needs to go on with `vagrant ssh`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +18,7 @@ use crate::fsx::{write_atomically, write_atomically_with_mode};
 use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::vm::accelerator::Accelerator;
 use crate::vm::vagrant::{self, VagrantfileSpec};
-use crate::{build::ignition, build::key, error::Exit, table, vm::streaming, workspace};
+use crate::{build::ignition, build::key, error::Exit, rules, table, vm::streaming, workspace};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct VerifyArgs {
@@ -40,85 +42,39 @@ pub struct VerifyOptions {
     /// Virtual CPUs for the VM.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// Check the node's files only; report kubeadm init and the cluster checks as
+    /// Check the node rules only; report kubeadm init and the cluster checks as
     /// not run (for images whose Kubernetes binaries cannot start a cluster here).
     #[arg(long)]
     pub no_cluster: bool,
+    /// Run the node rules with this goss binary instead of the compiled script.
+    #[arg(long, value_name = "PATH")]
+    pub goss: Option<PathBuf>,
     /// Destroy the VM when done (it is always destroyed when a step fails).
     #[arg(long)]
     pub destroy: bool,
 }
 
-/// One check run inside the VM through `vagrant ssh -c`.
-struct Step {
-    name: &'static str,
-    script: String,
-    cluster: bool,
-}
-
-/// The checks, in order. `build_key` is the build's public key, which sysprep must
-/// have removed.
-fn steps(build_key: &str) -> Vec<Step> {
-    let key_body = build_key.split_whitespace().nth(1).unwrap_or(build_key);
-    let file_checks = [
-        ("log in over SSH as core", "true".to_owned()),
-        (
-            "node binaries are in /opt/bin",
-            "for b in kubeadm kubelet kubectl crictl; do test -x /opt/bin/$b || { echo \"missing /opt/bin/$b\"; exit 1; }; done".to_owned(),
-        ),
-        ("CNI plugins are in /opt/cni/bin", "ls /opt/cni/bin | grep -qx bridge".to_owned()),
-        (
-            "crictl talks to containerd's socket",
-            "sock=$(sed -n 's/^runtime-endpoint: *unix:\\/\\///p' /etc/crictl.yaml); \
-             echo \"crictl: $sock\"; test -n \"$sock\" && sudo grep -rqF \"$sock\" /etc/containerd/ /etc/systemd/system/ && sudo test -S \"$sock\""
-                .to_owned(),
-        ),
-        ("kubelet and containerd are enabled", "systemctl is-enabled kubelet containerd".to_owned()),
-        (
-            // The build masks them only while it runs; each machine's own Ignition decides.
-            "the build's update masks are not baked in",
-            "test \"$(systemctl is-enabled update-engine.service 2>&1)\" != masked".to_owned(),
-        ),
-        (
-            "sysprep removed the build key",
-            format!("! sudo grep -rqF '{key_body}' /home/core/.ssh /root/.ssh 2>/dev/null"),
-        ),
-        ("a fresh machine-id was made on first boot", "test -s /etc/machine-id".to_owned()),
-        ("/etc/kubeadm.yml is kept", "test -s /etc/kubeadm.yml".to_owned()),
-    ];
-    let cluster = [
-        ("stop locksmithd", "sudo systemctl stop locksmithd.service || true"),
-        ("restart containerd", "sudo systemctl restart containerd"),
-        (
-            "kubeadm init",
-            "sudo /opt/bin/kubeadm init --config /etc/kubeadm.yml --ignore-preflight-errors=NumCPU,Mem",
-        ),
-        (
-            "copy the admin kubeconfig for core",
-            "mkdir -p $HOME/.kube && sudo cp /etc/kubernetes/admin.conf $HOME/.kube/config && sudo chown $(id -u):$(id -g) $HOME/.kube/config",
-        ),
-        ("kubectl cluster-info", "/opt/bin/kubectl cluster-info"),
-        (
-            "the node becomes Ready",
-            // A single test node needs some pod network to become Ready: a bridge
-            // conflist from the image's own CNI plugins, for this VM only.
-            "sudo mkdir -p /etc/cni/net.d && printf '%s' '{\"cniVersion\":\"1.0.0\",\"name\":\"verify\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"cni0\",\"isGateway\":true,\"ipMasq\":true,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"10.244.0.0/16\"}]]}},{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}}]}' | sudo tee /etc/cni/net.d/10-verify.conflist >/dev/null && /opt/bin/kubectl wait --for=condition=Ready node --all --timeout=300s",
-        ),
-    ];
-    file_checks
-        .into_iter()
-        .map(|(name, script)| Step {
-            name,
-            script,
-            cluster: false,
-        })
-        .chain(cluster.into_iter().map(|(name, script)| Step {
-            name,
-            script: script.to_owned(),
-            cluster: true,
-        }))
-        .collect()
-}
+/// What needs a cluster, in order; each runs inside the VM through `vagrant ssh -c`.
+/// Everything about the node itself is a node rule.
+const CLUSTER_STEPS: &[(&str, &str)] = &[
+    ("stop locksmithd", "sudo systemctl stop locksmithd.service || true"),
+    ("restart containerd", "sudo systemctl restart containerd"),
+    (
+        "kubeadm init",
+        "sudo /opt/bin/kubeadm init --config /etc/kubeadm.yml --ignore-preflight-errors=NumCPU,Mem",
+    ),
+    (
+        "copy the admin kubeconfig for core",
+        "mkdir -p $HOME/.kube && sudo cp /etc/kubernetes/admin.conf $HOME/.kube/config && sudo chown $(id -u):$(id -g) $HOME/.kube/config",
+    ),
+    ("kubectl cluster-info", "/opt/bin/kubectl cluster-info"),
+    (
+        "the node becomes Ready",
+        // A single test node needs some pod network to become Ready: a bridge
+        // conflist from the image's own CNI plugins, for this VM only.
+        "sudo mkdir -p /etc/cni/net.d && printf '%s' '{\"cniVersion\":\"1.0.0\",\"name\":\"verify\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"cni0\",\"isGateway\":true,\"ipMasq\":true,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"10.244.0.0/16\"}]]}},{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}}]}' | sudo tee /etc/cni/net.d/10-verify.conflist >/dev/null && /opt/bin/kubectl wait --for=condition=Ready node --all --timeout=300s",
+    ),
+];
 
 pub fn run(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<()> {
     if let Some(exports) = verify(sh, args)? {
@@ -223,20 +179,30 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     }
     record_step("vagrant up", "pass", started);
 
+    let started = Instant::now();
+    let rules_run = run_rules(&vagrant, &output_dir, &work, args.vm.goss.as_deref())?;
     let mut failed = None;
-    for step in steps(&record.build_ssh_public_key) {
+    if rules_run.success && !streaming::interrupted() {
+        record_step("node rules", &rules_run.result, started);
+    } else {
+        record_step("node rules", &rules_run.result, started);
+        failed = Some(("node rules", rules_run.output));
+    }
+    for (name, script) in CLUSTER_STEPS {
+        if failed.is_some() {
+            break;
+        }
         let started = Instant::now();
-        if step.cluster && args.vm.no_cluster {
-            record_step(step.name, "not run (--no-cluster)", started);
+        if args.vm.no_cluster {
+            record_step(name, "not run (--no-cluster)", started);
             continue;
         }
-        let finished = vagrant.run(&["ssh", "-c", &step.script], None)?;
+        let finished = vagrant.run(&["ssh", "-c", script], None)?;
         if finished.success && !streaming::interrupted() {
-            record_step(step.name, "pass", started);
+            record_step(name, "pass", started);
         } else {
-            record_step(step.name, "FAIL", started);
-            failed = Some((step.name, finished.output));
-            break;
+            record_step(name, "FAIL", started);
+            failed = Some((name, finished.output));
         }
     }
     eprint!("{}", table::render(&["step", "result", "time"], &rows));
@@ -366,19 +332,81 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// How the node rules went on the box.
+struct RulesRun {
+    success: bool,
+    /// For the step table: `pass (N rules)`, `FAIL (N of M rules)`.
+    result: String,
+    output: String,
+}
 
-    #[test]
-    fn build_key_check_looks_for_the_key_body() {
-        let steps = steps("ssh-ed25519 AAAAC3Nza build@host");
-        let check = steps
-            .iter()
-            .find(|s| s.name == "sysprep removed the build key")
-            .unwrap();
-        assert!(check.script.contains("'AAAAC3Nza'"));
-        assert!(steps.iter().filter(|s| s.cluster).count() >= 4);
-        assert_eq!(steps.first().unwrap().name, "log in over SSH as core");
+/// Runs the node rules that hold on a booted machine with the values the build
+/// recorded: the compiled script through one `vagrant ssh`, or, with `goss`, the
+/// rules files uploaded with goss. Each rule's line is shown as `verify: [PASS] ...`.
+fn run_rules(
+    vagrant: &Vagrant,
+    output_dir: &Path,
+    work: &Path,
+    goss: Option<&Path>,
+) -> anyhow::Result<RulesRun> {
+    let vars_path = output_dir.join(rules::VARS_FILE);
+    let text = std::fs::read_to_string(&vars_path).with_context(|| {
+        format!(
+            "reading {} (the build's values for the node rules; builds before the node rules lack it: rebuild)",
+            vars_path.display()
+        )
+    })?;
+    let vars: BTreeMap<String, String> =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", vars_path.display()))?;
+    let dir = work.join("node-rules");
+    let script = rules::write_runner(
+        &dir,
+        &workspace::capi_dir(),
+        rules::Stage::Booted,
+        &vars,
+        goss,
+    )?;
+    let finished = match goss {
+        None => {
+            let text = std::fs::read_to_string(&script)
+                .with_context(|| format!("reading {}", script.display()))?;
+            vagrant.run(&["ssh", "-c", &rules::remote_command(&text)], None)?
+        }
+        Some(_) => {
+            let dir_arg = dir.display().to_string();
+            let uploaded =
+                vagrant.run(&["upload", &dir_arg, "/tmp/node-rules"], Some("vagrant"))?;
+            if !uploaded.success {
+                bail!(
+                    "`vagrant upload` of the node rules failed:\n{}",
+                    streaming::tail(&uploaded.output, 20)
+                );
+            }
+            let run = "sudo sh /tmp/node-rules/check.sh; status=$?; sudo rm -rf /tmp/node-rules; exit $status";
+            vagrant.run(&["ssh", "-c", run], None)?
+        }
+    };
+    let run = rules::report::parse(&finished.output);
+    for rule in &run.rules {
+        let status = if rule.passed { "PASS" } else { "FAIL" };
+        eprintln!(
+            "verify: [{status}] {} | expected: {} | found: {}",
+            rule.name, rule.expected, rule.found
+        );
     }
+    if let Some(summary) = &run.summary {
+        eprintln!("verify: {summary}");
+    }
+    let failed = run.rules.iter().filter(|r| !r.passed).count();
+    let result = match (finished.success, goss) {
+        (true, None) => format!("pass ({} rules)", run.rules.len()),
+        (true, Some(_)) => "pass (goss)".to_owned(),
+        (false, None) => format!("FAIL ({failed} of {} rules)", run.rules.len()),
+        (false, Some(_)) => "FAIL (goss)".to_owned(),
+    };
+    Ok(RulesRun {
+        success: finished.success,
+        result,
+        output: finished.output,
+    })
 }

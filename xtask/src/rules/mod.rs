@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::flatcar::cache::write_atomically;
+use crate::fsx::write_atomically;
 
 /// Where a run of the rules happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +71,8 @@ pub fn load(capi: &Path, stage: Stage) -> anyhow::Result<Vec<(&'static str, Vec<
     let mut problems = Vec::new();
     for file in files(stage) {
         let path = capi.join(file.path);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let (rules, found) = model::parse(&text);
         problems.extend(found.into_iter().map(|p| {
             format!(
@@ -107,14 +107,15 @@ pub fn write_runner(
         None => {
             let files: Vec<(&str, &[model::Rule])> =
                 loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
-            script::compile(&files, vars).map_err(|p| {
-                anyhow::anyhow!("the node rules: line {}: {}", p.at.line, p.message)
-            })?
+            script::compile(&files, vars)
+                .map_err(|p| anyhow::anyhow!("the node rules: line {}: {}", p.at.line, p.message))?
         }
         Some(goss) => {
             std::fs::copy(goss, dir.join("goss"))
                 .with_context(|| format!("copying {} (--goss)", goss.display()))?;
-            let mut script = "#!/bin/sh\n# Runs the node rules with goss.\nhere=$(dirname \"$0\")\nstatus=0\n".to_owned();
+            let mut script =
+                "#!/bin/sh\n# Runs the node rules with goss.\nhere=$(dirname \"$0\")\nstatus=0\n"
+                    .to_owned();
             for (file, _) in &loaded {
                 let name = Path::new(file).file_name().expect("rules files have names");
                 std::fs::copy(capi.join(file), dir.join(name))
@@ -130,6 +131,30 @@ pub fn write_runner(
     let path = dir.join(SCRIPT);
     write_atomically(&path, script.as_bytes())?;
     Ok(path)
+}
+
+/// A remote shell command that runs `script` as root: the script travels inside the
+/// command as base64, so no quoting layer (vagrant's, ssh's, the login shell's)
+/// can change it, and it needs no upload.
+pub fn remote_command(script: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in script.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    format!("echo {encoded} | base64 -d | sudo sh")
 }
 
 /// Every problem of the rules files under `capi`, by file: syntax, unsupported
@@ -174,6 +199,16 @@ pub fn problems(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_commands_carry_the_script_as_base64() {
+        assert_eq!(remote_command("a"), "echo YQ== | base64 -d | sudo sh");
+        assert_eq!(remote_command("ab"), "echo YWI= | base64 -d | sudo sh");
+        assert_eq!(
+            remote_command("abc\n"),
+            "echo YWJjCg== | base64 -d | sudo sh"
+        );
+    }
     use crate::packer::targets;
     use crate::packer::template::{self, Template};
 
@@ -183,19 +218,33 @@ mod tests {
         let capi = crate::workspace::capi_dir();
         let target = targets::target("qemu-flatcar").unwrap();
         let doc = template::load(&capi, target.template).unwrap();
-        let known = Template::from_document(doc).0.variables.into_keys().collect();
+        let known = Template::from_document(doc)
+            .0
+            .variables
+            .into_keys()
+            .collect();
         assert_eq!(problems(&capi, &known), []);
         let loaded = load(&capi, Stage::Build).unwrap();
         assert_eq!(loaded.len(), 2);
         assert_eq!(load(&capi, Stage::Booted).unwrap().len(), 1);
         let vars: BTreeMap<String, String> = known
             .iter()
-            .chain(BUILD_VARIABLES.iter().map(|v| v.to_string()).collect::<Vec<_>>().iter())
+            .chain(
+                BUILD_VARIABLES
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .map(|k| (k.clone(), format!("<{k}>")))
             .collect();
-        let files: Vec<(&str, &[model::Rule])> = loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
+        let files: Vec<(&str, &[model::Rule])> =
+            loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
         let script = script::compile(&files, &vars).unwrap();
-        for name in ["kernel-param vm.overcommit_memory: value", "service containerd: running"] {
+        for name in [
+            "kernel-param vm.overcommit_memory: value",
+            "service containerd: running",
+        ] {
             assert!(script.contains(name), "{name}");
         }
     }

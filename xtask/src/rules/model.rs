@@ -29,15 +29,22 @@ enum Shape {
     Patterns,
 }
 
+/// An attribute's name and the shape of its value.
+type Attribute = (&'static str, Shape);
+
 /// Each resource's attributes, in goss's spelling. `exec` and `timeout` are command
 /// settings, not checks.
-const ATTRIBUTES: &[(Resource, &str, &[(&str, Shape)])] = &[
+const ATTRIBUTES: &[(Resource, &str, &[Attribute])] = &[
     (
         Resource::Service,
         "service",
         &[("enabled", Shape::Bool), ("running", Shape::Bool)],
     ),
-    (Resource::KernelParam, "kernel-param", &[("value", Shape::Text)]),
+    (
+        Resource::KernelParam,
+        "kernel-param",
+        &[("value", Shape::Text)],
+    ),
     (
         Resource::Command,
         "command",
@@ -137,8 +144,7 @@ pub fn parse(text: &str) -> (Vec<Rule>, Vec<Problem>) {
     let mut problems = Vec::new();
     for (key, body) in mapping(&root, &mut problems) {
         let name = key.scalar().unwrap_or_default();
-        let Some((resource, _, attributes)) = ATTRIBUTES.iter().find(|(_, k, _)| *k == name)
-        else {
+        let Some((resource, _, attributes)) = ATTRIBUTES.iter().find(|(_, k, _)| *k == name) else {
             problems.push(problem(
                 key.at,
                 format!(
@@ -157,7 +163,14 @@ pub fn parse(text: &str) -> (Vec<Rule>, Vec<Problem>) {
                 raw: subject_text.to_owned(),
                 at: subject.at,
             };
-            parse_resource(*resource, attributes, subject, attrs, &mut rules, &mut problems);
+            parse_resource(
+                *resource,
+                attributes,
+                subject,
+                attrs,
+                &mut rules,
+                &mut problems,
+            );
         }
     }
     (rules, problems)
@@ -196,7 +209,7 @@ fn mapping<'a>(node: &'a Node, problems: &mut Vec<Problem>) -> Vec<(&'a Node, &'
 
 fn parse_resource(
     resource: Resource,
-    attributes: &[(&'static str, Shape)],
+    attributes: &[Attribute],
     subject: Text,
     body: &Node,
     rules: &mut Vec<Rule>,
@@ -272,7 +285,10 @@ fn expected(shape: Shape, value: &Node) -> Result<Vec<Expected>, Problem> {
     match shape {
         Shape::Bool => match scalar(value)? {
             (t, false) if t == "true" || t == "false" => Ok(vec![Expected::Bool(t == "true")]),
-            (t, _) => Err(problem(value.at, format!("expected true or false, found `{t}`"))),
+            (t, _) => Err(problem(
+                value.at,
+                format!("expected true or false, found `{t}`"),
+            )),
         },
         Shape::Int => match scalar(value)? {
             (t, false) if t.parse::<i64>().is_ok() => Ok(vec![Expected::Int(t.parse().unwrap())]),
@@ -319,7 +335,9 @@ impl Text {
                 None => {
                     return Err(problem(
                         self.at,
-                        format!("`{{{{ {inner} }}}}`: only `{{{{ .Vars.name }}}}` is supported in rules"),
+                        format!(
+                        "`{{{{ {inner} }}}}`: only `{{{{ .Vars.name }}}}` is supported in rules"
+                    ),
                     ))
                 }
             }
@@ -333,7 +351,10 @@ impl Text {
         let mut out = self.raw.clone();
         for name in self.references()? {
             let value = vars.get(&name).ok_or_else(|| {
-                problem(self.at, format!("`{name}` is not a variable the build supplies"))
+                problem(
+                    self.at,
+                    format!("`{name}` is not a variable the build supplies"),
+                )
             })?;
             let mut replaced = String::new();
             let mut rest = out.as_str();
@@ -380,7 +401,9 @@ pub fn check_variables(rules: &[Rule], known: &BTreeSet<String>) -> Vec<Problem>
                 .map(|n| {
                     problem(
                         text.at,
-                        format!("`{{{{ .Vars.{n} }}}}`: `{n}` is not a variable the build supplies"),
+                        format!(
+                            "`{{{{ .Vars.{n} }}}}`: `{n}` is not a variable the build supplies"
+                        ),
                     )
                 })
                 .collect(),
@@ -416,12 +439,33 @@ mod tests {
         assert_eq!(rules.len(), 6);
         assert_eq!(rules[0].resource, Resource::Service);
         assert_eq!(rules[1].attribute, "running");
-        assert_eq!(rules[2].expected, Expected::Text(Text { raw: "1".into(), at: Position { line: 7, column: 12 } }));
+        assert_eq!(
+            rules[2].expected,
+            Expected::Text(Text {
+                raw: "1".into(),
+                at: Position {
+                    line: 7,
+                    column: 12
+                }
+            })
+        );
         let command = &rules[3];
-        assert_eq!(command.exec.as_ref().unwrap().raw, "/opt/bin/kubeadm version -o short");
+        assert_eq!(
+            command.exec.as_ref().unwrap().raw,
+            "/opt/bin/kubeadm version -o short"
+        );
         assert_eq!(command.timeout_secs, 3);
         assert_eq!(rules[4].attribute, "stdout");
-        assert_eq!(rules[5].expected, Expected::Pattern(Text { raw: "!alpha".into(), at: Position { line: 12, column: 47 } }));
+        assert_eq!(
+            rules[5].expected,
+            Expected::Pattern(Text {
+                raw: "!alpha".into(),
+                at: Position {
+                    line: 12,
+                    column: 47
+                }
+            })
+        );
     }
 
     #[test]
@@ -433,14 +477,22 @@ mod tests {
         assert_eq!(problems[0].at, Position { line: 1, column: 1 });
         assert!(problems[0].message.contains("`package` is not supported"));
         assert_eq!(problems[1].at, Position { line: 7, column: 5 });
-        assert!(problems[1].message.contains("`sha256` is not a supported attribute of `file`"));
+        assert!(problems[1]
+            .message
+            .contains("`sha256` is not a supported attribute of `file`"));
     }
 
     #[test]
     fn wrong_shapes_and_empty_rules_are_problems() {
         let text = "service:\n  kubelet:\n    enabled: yes\n  docker: {}\n";
         let (_, problems) = parse(text);
-        assert_eq!(problems[0].at, Position { line: 3, column: 14 });
+        assert_eq!(
+            problems[0].at,
+            Position {
+                line: 3,
+                column: 14
+            }
+        );
         assert!(problems[0].message.contains("expected true or false"));
         assert!(problems[1].message.contains("checks nothing"));
     }
@@ -452,10 +504,20 @@ mod tests {
             at: Position { line: 1, column: 1 },
         };
         assert_eq!(text.references().unwrap(), ["a", "b", "a"]);
-        assert_eq!(text.render(&vars(&[("a", "1"), ("b", "2")])).unwrap(), "v1-2-1");
+        assert_eq!(
+            text.render(&vars(&[("a", "1"), ("b", "2")])).unwrap(),
+            "v1-2-1"
+        );
         assert!(text.render(&vars(&[("a", "1")])).is_err());
-        let bad = Text { raw: "{{ env \"HOME\" }}".into(), at: Position { line: 2, column: 3 } };
-        assert!(bad.references().unwrap_err().message.contains("only `{{ .Vars.name }}`"));
+        let bad = Text {
+            raw: "{{ env \"HOME\" }}".into(),
+            at: Position { line: 2, column: 3 },
+        };
+        assert!(bad
+            .references()
+            .unwrap_err()
+            .message
+            .contains("only `{{ .Vars.name }}`"));
     }
 
     #[test]
@@ -465,6 +527,8 @@ mod tests {
         let problems = check_variables(&rules, &known);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].at, Position { line: 2, column: 3 });
-        assert!(problems[0].message.contains("`nope` is not a variable the build supplies"));
+        assert!(problems[0]
+            .message
+            .contains("`nope` is not a variable the build supplies"));
     }
 }

@@ -62,7 +62,10 @@ mod tests {
         let run = parse(output);
         assert_eq!(run.rules.len(), 2);
         assert!(run.rules[0].passed);
-        assert_eq!(run.rules[1].name, "kernel-param vm.overcommit_memory: value");
+        assert_eq!(
+            run.rules[1].name,
+            "kernel-param vm.overcommit_memory: value"
+        );
         assert_eq!(run.rules[1].found, "0");
         assert_eq!(
             run.summary.as_deref(),

@@ -274,15 +274,33 @@ mount:
             .arg(&path)
             .output()
             .expect("shellcheck runs (apt install shellcheck)");
-        assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
-        let ran = std::process::Command::new("sh").arg(&path).output().unwrap();
+        assert!(
+            lint.status.success(),
+            "{}",
+            String::from_utf8_lossy(&lint.stdout)
+        );
+        let ran = std::process::Command::new("sh")
+            .arg(&path)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&ran.stdout);
         assert_eq!(ran.status.code(), Some(1), "{stdout}");
         let run = report::parse(&stdout);
         assert_eq!(run.rules.len(), rules.len(), "{stdout}");
-        let failed: Vec<&str> = run.rules.iter().filter(|r| !r.passed).map(|r| r.name.as_str()).collect();
+        let failed: Vec<&str> = run
+            .rules
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(failed, ["command it's false: exit-status"], "{stdout}");
         let summary = run.summary.expect("a summary line");
-        assert!(summary.starts_with(&format!("node rules: {} passed, 1 failed in ", rules.len() - 1)), "{summary}");
+        assert!(
+            summary.starts_with(&format!(
+                "node rules: {} passed, 1 failed in ",
+                rules.len() - 1
+            )),
+            "{summary}"
+        );
     }
 }

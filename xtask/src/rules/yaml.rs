@@ -16,7 +16,10 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     /// A scalar as written; `quoted` scalars are never booleans or numbers.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Sequence(Vec<Node>),
     /// Key-value pairs in the order written.
     Mapping(Vec<(Node, Node)>),

@@ -50,6 +50,8 @@ const PACKAGES: &[&str] = &[
     "ca-certificates",
     // Flatcar ships containerd; the build configures it and checks its socket.
     "containerd",
+    // Flatcar keeps time with systemd-timesyncd (a node rule checks it runs).
+    "systemd-timesyncd",
 ];
 
 /// The disk: a 4 GiB virtual size (sparse, and compressed in the qcow2) leaves the
@@ -139,6 +141,16 @@ pub fn guest_files() -> Vec<GuestFile> {
             include_str!("guest-files/dhcp.network"),
         ),
         file("/etc/fstab", 0o644, include_str!("guest-files/fstab")),
+        file(
+            "/usr/share/flatcar/update.conf",
+            0o644,
+            include_str!("guest-files/update.conf"),
+        ),
+        file(
+            "/etc/systemd/timesyncd.conf.d/rehearsal.conf",
+            0o644,
+            include_str!("guest-files/timesyncd-rehearsal.conf"),
+        ),
         file(
             "/etc/systemd/system-preset/00-rehearsal.preset",
             0o644,

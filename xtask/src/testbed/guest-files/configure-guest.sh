@@ -18,7 +18,7 @@ chmod 0440 /etc/sudoers.d/wheel
 
 # Units: Flatcar's stand-ins on, Debian's package-manager timers off.
 systemctl enable usr.mount flatcar-first-boot.service update-engine.service locksmithd.service \
-  systemd-networkd.service sshd-keygen.service containerd.service
+  systemd-networkd.service sshd-keygen.service containerd.service systemd-timesyncd.service
 systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   e2scrub_all.timer e2scrub_reap.service fstrim.timer
 
