@@ -37,6 +37,8 @@ fn the_repository_validates_and_a_second_run_reuses_the_passes() {
         ("syntax-check", "ansible/node.yml"),
         ("syntax-check", "ansible/sysprep.yml"),
         ("ignition-validate", "packer/files/flatcar/ignition.json"),
+        ("yaml", "files"),
+        ("node rules", "qemu-flatcar"),
     ] {
         let c = check(&first, name, target);
         assert_eq!(c["result"], "pass", "{c:#}");
@@ -83,7 +85,9 @@ fn the_report_has_a_stable_json_shape() {
             "packer validate",
             "syntax-check",
             "syntax-check",
-            "ignition-validate"
+            "ignition-validate",
+            "yaml",
+            "node rules"
         ],
         "--target qemu-flatcar leaves out ami-flatcar, in a stable order"
     );
@@ -135,6 +139,63 @@ fn broken_json_is_reported_at_its_line_and_column_and_the_other_checks_still_run
         "pass"
     );
     assert_eq!(check(&r, "syntax-check", "node.yml")["result"], "pass");
+}
+
+#[test]
+fn a_task_file_only_included_at_run_time_must_parse_too() {
+    let repo = copy_of_repository();
+    let file = "images/capi/ansible/roles/node/tasks/flatcar.yml";
+    let path = repo.path().join(file);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("- name: [unclosed\n");
+    std::fs::write(&path, &text).unwrap();
+    let end = text.lines().count() + 1;
+    let out = validate(repo.path(), &["--target", "qemu-flatcar"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{file}:{end}:1: YAML syntax error: while parsing a flow sequence"
+        )),
+        "{}",
+        both(&out)
+    );
+}
+
+#[test]
+fn node_rules_outside_the_supported_subset_are_located() {
+    let repo = copy_of_repository();
+    let file = "images/capi/packer/goss/node.yaml";
+    edit(
+        repo.path(),
+        file,
+        "    running: true\n",
+        "    running: true\n    sha256: abc\n",
+    );
+    edit(
+        repo.path(),
+        file,
+        "    stdout: [\"{{ .Vars.cni_version }}\"]\n",
+        "    stdout: [\"{{ .Vars.cni_versoin }}\"]\n",
+    );
+    let (key_line, key_column) = position_of(repo.path(), file, "sha256: abc");
+    let (var_line, var_column) = position_of(repo.path(), file, "\"{{ .Vars.cni_versoin }}\"");
+    let out = validate(repo.path(), &["--target", "qemu-flatcar"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{file}:{key_line}:{key_column}: `sha256` is not a supported attribute of `service`"
+        )),
+        "{}",
+        both(&out)
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:{var_line}:{var_column}: `{{{{ .Vars.cni_versoin }}}}`: `cni_versoin` is not a variable the build supplies"
+        )),
+        "{}",
+        both(&out)
+    );
 }
 
 #[test]

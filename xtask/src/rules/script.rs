@@ -44,8 +44,12 @@ matches() {
   esac
 }
 
-# first_line FILE: what a rule shows as found.
-first_line() { head -n 1 "$1" | cut -c 1-160; }
+# first_line FILE: what a rule shows as found (builtins only: no process to start).
+first_line() {
+  line=
+  IFS= read -r line <"$1" || true
+  printf '%.160s' "$line"
+}
 
 # output_line: a command's first line of stdout, else of stderr.
 output_line() {
@@ -62,7 +66,7 @@ run() {
 
 # unit_state enabled|active NAME: systemctl's word, or "missing".
 unit_state() {
-  state=$(systemctl "is-$1" "$2" 2>/dev/null | head -n 1)
+  state=$(systemctl "is-$1" "$2" 2>/dev/null)
   echo "${state:-missing}"
 }
 "#;
@@ -87,13 +91,26 @@ pub fn compile(
 ) -> Result<String, Problem> {
     let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
     let mut out = format!(
-        "#!/bin/sh\n# Node rules from {}, compiled by `cargo xtask` with the build's values.\n# Generated: edit the rules files, not this script.\n",
+        "#!/bin/sh\n# Node rules from {}, compiled by `cargo xtask` with the build's values.\n# Generated: edit the rules files, not this script.\n# Commands are single-quoted on purpose: `run` hands them to their own sh -c.\n# shellcheck disable=SC2016\n",
         names.join(", ")
     );
     out += PRELUDE;
+    // A command runs once for all its attributes: its output stays in $work until
+    // the next command runs.
+    let mut last_run = None;
     for (_, rules) in files {
         for rule in *rules {
             out.push('\n');
+            let run = match &rule.exec {
+                Some(exec) => Some((exec.render(vars)?, rule.timeout_secs)),
+                None => None,
+            };
+            if let Some((exec, timeout)) = run.as_ref().filter(|r| last_run.as_ref() != Some(*r)) {
+                out += &format!("run {timeout} {}\n", quote(exec));
+            }
+            if run.is_some() {
+                last_run = run;
+            }
             out += &compile_rule(rule, vars)?;
         }
     }
@@ -139,22 +156,19 @@ fn compile_rule(rule: &Rule, vars: &BTreeMap<String, String>) -> Result<String, 
                 "found=$(unit_state {question} {s})\ncase $found in {yes}) is=true ;; *) is=false ;; esac\nsame {e} \"$is\"; report {name} {e} \"$is ($found)\" $?\n"
             )
         }
+        // Read from /proc/sys with the shell's own `read`: no process per parameter.
         (Resource::KernelParam, _) => format!(
-            "found=$(sysctl -n {s} 2>/dev/null) || found='(no such parameter)'\nsame {e} \"$found\"; report {name} {e} \"$found\" $?\n"
+            "found='(no such parameter)'; read -r found 2>/dev/null <{}\nsame {e} \"$found\"; report {name} {e} \"$found\" $?\n",
+            quote(&format!("/proc/sys/{}", subject.replace('.', "/")))
         ),
-        (Resource::Command, attribute) => {
-            let exec = quote(&rule.exec.as_ref().expect("commands have exec").render(vars)?);
-            let run = format!("run {} {exec}\n", rule.timeout_secs);
-            match attribute {
-                "exit-status" => format!(
-                    "{run}same {e} \"$status\"; report {name} {e} \"$status: $(output_line)\" $?\n"
-                ),
-                stream => format!(
-                    "{run}matches \"$work/{stream}\" {e}; report {name} {} \"exit $status: $(first_line \"$work/{stream}\")\" $?\n",
-                    quote(&pattern_words(&expected))
-                ),
-            }
-        }
+        // `compile` has run the command already.
+        (Resource::Command, "exit-status") => format!(
+            "same {e} \"$status\"; report {name} {e} \"$status: $(output_line)\" $?\n"
+        ),
+        (Resource::Command, stream) => format!(
+            "matches \"$work/{stream}\" {e}; report {name} {} \"exit $status: $(first_line \"$work/{stream}\")\" $?\n",
+            quote(&pattern_words(&expected))
+        ),
         (Resource::File, "exists") => format!(
             "if [ -e {s} ] || [ -L {s} ]; then is=true; else is=false; fi\nsame {e} \"$is\"; report {name} {e} \"$is\" $?\n"
         ),
