@@ -81,7 +81,11 @@ fn build_inputs() -> BuildInputs {
     fs::write(&image, b"not a disk image").unwrap();
     let digest = xtask::flatcar::cache::sha512_file(&image).unwrap();
     let ignition = capi_dir().join("packer/files/flatcar/ignition.json");
+    // The file provisioner checks that the node rules directory exists.
+    let node_rules = dir.path().join("node-rules");
+    fs::create_dir(&node_rules).unwrap();
     let args = vec![
+        format!("-var=node_rules_dir={}", node_rules.display()),
         format!("-var=flatcar_image_path={}", image.display()),
         format!("-var=flatcar_image_checksum=sha512:{digest}"),
         format!("-var=ignition_config_path={}", ignition.display()),
