@@ -105,7 +105,7 @@ fn a_fine_staged_file_passes_even_when_the_working_tree_is_broken() {
 }
 
 #[test]
-fn staged_yaml_runs_yamllint_and_the_syntax_check_only() {
+fn staged_yaml_runs_the_yaml_parse_yamllint_and_the_syntax_check_only() {
     let repo = repository();
     let file = "images/capi/ansible/roles/node/tasks/main.yml";
     let path = repo.path().join(file);
@@ -123,7 +123,7 @@ fn staged_yaml_runs_yamllint_and_the_syntax_check_only() {
         .iter()
         .map(|c| c["check"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["syntax-check", "syntax-check", "yamllint"]);
+    assert_eq!(names, ["syntax-check", "syntax-check", "yaml", "yamllint"]);
     for c in r["checks"].as_array().unwrap() {
         if c["target"].as_str().unwrap().contains("sysprep") {
             continue;

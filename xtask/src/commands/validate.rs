@@ -162,7 +162,7 @@ pub fn plan(tree: &SourceTree, scope: &Scope, targets: &[&'static BuildTarget]) 
         .chain(
             rule_targets
                 .iter()
-                .flat_map(|t| t.stack().map(|f| Path::new(CAPI).join(f))),
+                .map(|t| Path::new(CAPI).join(t.template)),
         )
         .collect();
     if !rule_targets.is_empty() && scope.touches(rules_inputs.iter().map(PathBuf::as_path)) {
