@@ -179,6 +179,7 @@ fn the_dry_run_plan_as_text_is_all_stdout_holds() {
           "ignition_config_path": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/ignition.json",
           "kubernetes_series": "v1.35",
           "kubernetes_version": "1.35.1",
+          "node_rules_dir": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/node-rules",
           "output_directory": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/output",
           "ssh_private_key_file": "ROOT/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/id_ed25519"
         }

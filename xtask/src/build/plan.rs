@@ -574,6 +574,7 @@ mod tests {
                 "ignition_config_path": "/repo/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/ignition.json",
                 "kubernetes_series": "v1.35",
                 "kubernetes_version": "1.35.1",
+                "node_rules_dir": "/repo/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/node-rules",
                 "output_directory": "/repo/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/output",
                 "ssh_private_key_file": "/repo/images/capi/output/.work/flatcar-stable-4081.2.0-kube-v1.35.1/id_ed25519"
               }
