@@ -106,9 +106,6 @@ pub fn guest_files() -> Vec<GuestFile> {
             mode: 0o644,
             contents: Cow::Owned(os_release(super::FLATCAR_VERSION)),
         },
-        // The channel the image belongs to, where Flatcar keeps it; the build's
-        // first provisioning step compares it (and os-release) with what it asked for.
-        file("/usr/share/flatcar/update.conf", 0o644, "GROUP=stable\n"),
         unit!("flatcar-first-boot.service"),
         unit!("update-engine.service"),
         unit!("locksmithd.service"),
@@ -141,6 +138,8 @@ pub fn guest_files() -> Vec<GuestFile> {
             include_str!("guest-files/dhcp.network"),
         ),
         file("/etc/fstab", 0o644, include_str!("guest-files/fstab")),
+        // The channel the image belongs to, where Flatcar keeps it; the build's
+        // first provisioning step compares it (and os-release) with what it asked for.
         file(
             "/usr/share/flatcar/update.conf",
             0o644,
