@@ -109,11 +109,19 @@ pub fn run(
     log: Option<&Path>,
 ) -> anyhow::Result<Finished> {
     let _interrupts = catch_interrupts();
+    // The command leads a process group of its own, and Ctrl-C goes to that whole
+    // group: Packer's wrapper process does not pass SIGINT on to the packer that
+    // does the work, which only a terminal's Ctrl-C to the group would reach.
     let mut expression = duct::cmd(program, args)
         .dir(dir)
         .stderr_to_stdout()
         .stdin_null()
-        .unchecked();
+        .unchecked()
+        .before_spawn(|command| {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+            Ok(())
+        });
     for (key, value) in env {
         expression = expression.env(key, value);
     }
@@ -151,8 +159,9 @@ pub fn run(
                         libc::SIGINT
                     };
                     for &pid in &pids {
-                        // SAFETY: kill(2) with a pid we started and a valid signal.
-                        unsafe { libc::kill(pid as libc::pid_t, signal) };
+                        // SAFETY: kill(2) of the process group a child we started
+                        // leads (its pid), with a valid signal.
+                        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
                     }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
