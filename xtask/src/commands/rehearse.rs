@@ -28,7 +28,8 @@ pub enum Fault {
     /// The mirror serves the image with one byte flipped after signing: the build
     /// must stop before booting anything and leave nothing in the cache.
     TamperedImage,
-    /// The mirror serves a kubeadm that does not match its checksum file: an Ansible
+    /// The mirror serves a PyPy archive that does not match its checksum, the first
+    /// download the guest makes (so the test stops as early as it can): that Ansible
     /// task fails inside the guest, and the build must name it and leave no output.
     CorruptDownload,
     /// The mirror serves the guest, whose image says it is 9999.0.0, as a
@@ -382,7 +383,7 @@ fn inject(mirror: &mirror::Mirror, fault: Fault) -> anyhow::Result<()> {
             format!("/{}", Variant::Bios.image_file_name()),
             "flipped one byte of",
         ),
-        Fault::CorruptDownload => ("/kubeadm".to_owned(), "appended a byte to"),
+        Fault::CorruptDownload => (".tar.bz2".to_owned(), "appended a byte to"),
         Fault::KernelParamUnset => unreachable!("a var-file fault, not a mirror one"),
     };
     let relative = mirror
