@@ -16,9 +16,10 @@ use serde::Serialize;
 use xshell::Shell;
 
 use super::pass_cache::{probe_tools, tool_identity, Cache};
+use super::render;
 use crate::output::Format;
 use crate::toolchain::tools::{Probe, Status};
-use crate::{error::Exit, table, workspace};
+use crate::{error::Exit, workspace};
 
 /// The options every checking command shares.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -94,28 +95,6 @@ impl Problem {
         let detail = detail.into();
         self.detail = (!detail.trim().is_empty()).then_some(detail);
         self
-    }
-
-    /// `file:line:column: message`, then the detail indented.
-    fn render(&self) -> String {
-        let mut location = String::new();
-        if let Some(file) = &self.file {
-            location += file;
-            if let Some(line) = self.line {
-                location += &format!(":{line}");
-                if let Some(column) = self.column {
-                    location += &format!(":{column}");
-                }
-            }
-            location += ": ";
-        }
-        let mut text = format!("{location}{}", self.message);
-        if let Some(detail) = &self.detail {
-            for line in detail.lines() {
-                text += &format!("\n    {line}");
-            }
-        }
-        text
     }
 }
 
@@ -302,18 +281,7 @@ fn run_one(
     cache: Option<&Cache>,
 ) -> CheckResult {
     let started = Instant::now();
-    let mut result = CheckResult {
-        check: check.name.to_owned(),
-        target: check.target.clone(),
-        result: Verdict::NotRun,
-        seconds: 0.0,
-        cached: false,
-        optional: false,
-        problems: Vec::new(),
-        notes: Vec::new(),
-        reason: None,
-        hint: None,
-    };
+    let mut result = CheckResult::not_run(check.name, &check.target);
     let unusable: Vec<&Probe> = check
         .tools
         .iter()
@@ -322,23 +290,7 @@ fn run_one(
         .collect();
     if !unusable.is_empty() {
         result.optional = unusable.iter().all(|p| p.optional);
-        result.reason = Some(
-            unusable
-                .iter()
-                .map(|p| match &p.status {
-                    Status::Missing => format!("{} is not installed", p.tool),
-                    Status::TooOld => format!(
-                        "{} {} is older than {}",
-                        p.tool,
-                        p.version.map(|v| v.to_string()).unwrap_or_default(),
-                        p.minimum.map(|v| v.to_string()).unwrap_or_default()
-                    ),
-                    Status::Unusable(why) => format!("{}: {why}", p.tool),
-                    Status::Ok => unreachable!("filtered above"),
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        result.reason = Some(why_unusable(&unusable));
         result.hint = Some(
             unusable
                 .iter()
@@ -349,23 +301,7 @@ fn run_one(
         return result;
     }
 
-    let key = match (cache, &check.cache_inputs) {
-        (Some(cache), Some(inputs)) => {
-            let tools: Vec<String> = check
-                .tools
-                .iter()
-                .map(|program| tool_identity(&probes[program]))
-                .collect();
-            match cache.key((check.name, &check.target), &tools, inputs) {
-                Ok(key) => Some(key),
-                Err(err) => {
-                    result.notes.push(format!("not cached: {err:#}"));
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let key = cache.and_then(|cache| cache_key(check, probes, cache, &mut result.notes));
     if let (Some(cache), Some(key)) = (cache, &key) {
         if cache.passed(key) {
             result.result = Verdict::Pass;
@@ -382,27 +318,93 @@ fn run_one(
             .filter_map(|program| Some((*program, probes[program].path.clone()?)))
             .collect(),
     );
-    match (check.body)(sh, &tools) {
-        Ok(Outcome::Pass { notes }) => {
-            result.result = Verdict::Pass;
-            result.notes.extend(notes);
-            if let (Some(cache), Some(key)) = (cache, &key) {
-                cache.remember_pass(key);
-            }
-        }
-        Ok(Outcome::Fail { problems, notes }) => {
-            result.result = Verdict::Fail;
-            result.problems = problems;
-            result.notes.extend(notes);
-        }
-        Ok(Outcome::NotRun { reason, hint }) => {
-            result.reason = Some(reason);
-            result.hint = hint;
-        }
-        Err(err) => result.reason = Some(format!("{err:#}")),
+    let outcome = (check.body)(sh, &tools);
+    if let (Ok(Outcome::Pass { .. }), Some(cache), Some(key)) = (&outcome, cache, &key) {
+        cache.remember_pass(key);
     }
+    result.record(outcome);
     result.seconds = round(started.elapsed().as_secs_f64());
     result
+}
+
+/// Why a check cannot run with these tools, one reason per tool.
+fn why_unusable(unusable: &[&Probe]) -> String {
+    unusable
+        .iter()
+        .map(|p| match &p.status {
+            Status::Missing => format!("{} is not installed", p.tool),
+            Status::TooOld => format!(
+                "{} {} is older than {}",
+                p.tool,
+                p.version.map(|v| v.to_string()).unwrap_or_default(),
+                p.minimum.map(|v| v.to_string()).unwrap_or_default()
+            ),
+            Status::Unusable(why) => format!("{}: {why}", p.tool),
+            Status::Ok => unreachable!("only unusable tools are given"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The pass-cache key of `check`, if it is cached; when its inputs cannot be read,
+/// a note says so and the check simply runs.
+fn cache_key(
+    check: &Check,
+    probes: &BTreeMap<&'static str, Probe>,
+    cache: &Cache,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let inputs = check.cache_inputs.as_ref()?;
+    let tools: Vec<String> = check
+        .tools
+        .iter()
+        .map(|program| tool_identity(&probes[program]))
+        .collect();
+    match cache.key((check.name, &check.target), &tools, inputs) {
+        Ok(key) => Some(key),
+        Err(err) => {
+            notes.push(format!("not cached: {err:#}"));
+            None
+        }
+    }
+}
+
+impl CheckResult {
+    /// A result for `check` on `target` that has not run (yet).
+    pub fn not_run(check: &str, target: &str) -> CheckResult {
+        CheckResult {
+            check: check.to_owned(),
+            target: target.to_owned(),
+            result: Verdict::NotRun,
+            seconds: 0.0,
+            cached: false,
+            optional: false,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            reason: None,
+            hint: None,
+        }
+    }
+
+    /// Takes in what the check's body found.
+    fn record(&mut self, outcome: anyhow::Result<Outcome>) {
+        match outcome {
+            Ok(Outcome::Pass { notes }) => {
+                self.result = Verdict::Pass;
+                self.notes.extend(notes);
+            }
+            Ok(Outcome::Fail { problems, notes }) => {
+                self.result = Verdict::Fail;
+                self.problems = problems;
+                self.notes.extend(notes);
+            }
+            Ok(Outcome::NotRun { reason, hint }) => {
+                self.reason = Some(reason);
+                self.hint = hint;
+            }
+            Err(err) => self.reason = Some(format!("{err:#}")),
+        }
+    }
 }
 
 fn round(seconds: f64) -> f64 {
@@ -467,28 +469,13 @@ pub fn report(
             );
         }
         Format::Text => {
-            let details = render_details(results);
+            let details = render::details(results);
             if !details.is_empty() {
                 eprint!("{details}");
                 eprintln!();
             }
-            eprint!("{}", render_table(results));
-            let cached = results.iter().filter(|r| r.cached).count();
-            let mut summary = format!("{command}: {} passed", count(Verdict::Pass));
-            if cached > 0 {
-                summary += &format!(" ({cached} unchanged since they last passed)");
-            }
-            if count(Verdict::Fail) > 0 {
-                summary += &format!(", {} FAILED", count(Verdict::Fail));
-            }
-            if count(Verdict::NotRun) > 0 {
-                summary += &format!(", {} not run", count(Verdict::NotRun));
-            }
-            summary += &format!(" in {seconds:.2}s");
-            if code == 2 {
-                summary += "; install the missing tools (hints above) or pass --allow-missing";
-            }
-            eprintln!("{summary}");
+            eprint!("{}", render::table(results));
+            eprintln!("{}", render::summary(command, results, seconds, code));
         }
     }
     if code == 0 {
@@ -498,81 +485,15 @@ pub fn report(
     }
 }
 
-/// Each failed or not-run check with its problems, and notes of passing ones.
-fn render_details(results: &[CheckResult]) -> String {
-    let mut out = String::new();
-    for r in results {
-        let heading = format!("{} ({})", r.check, r.target);
-        match r.result {
-            Verdict::Fail => {
-                out += &format!("FAIL {heading}\n");
-                for p in &r.problems {
-                    out += &indent(&p.render());
-                }
-            }
-            Verdict::NotRun => {
-                let optional = if r.optional { " (optional)" } else { "" };
-                out += &format!(
-                    "NOT RUN{optional} {heading}: {}\n",
-                    r.reason.as_deref().unwrap_or("")
-                );
-                if let Some(hint) = r.hint.as_deref().filter(|h| !h.is_empty()) {
-                    out += &format!("  to install: {hint}\n");
-                }
-            }
-            Verdict::Pass if !r.notes.is_empty() => out += &format!("pass {heading}\n"),
-            Verdict::Pass => {}
-        }
-        for note in &r.notes {
-            out += &indent(&format!("note: {note}"));
-        }
-    }
-    out
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-fn render_table(results: &[CheckResult]) -> String {
-    let rows: Vec<Vec<String>> = results
-        .iter()
-        .map(|r| {
-            let result = match (r.result, r.cached, r.optional) {
-                (Verdict::Pass, true, _) => "pass (cached)",
-                (Verdict::Pass, false, _) => "pass",
-                (Verdict::Fail, _, _) => "FAIL",
-                (Verdict::NotRun, _, true) => "not run (optional)",
-                (Verdict::NotRun, _, false) => "NOT RUN",
-            };
-            let time = if r.result == Verdict::NotRun {
-                "-".to_owned()
-            } else {
-                format!("{:.2}s", r.seconds)
-            };
-            vec![r.check.clone(), r.target.clone(), result.to_owned(), time]
-        })
-        .collect();
-    table::render(&["check", "target", "result", "time"], &rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn result(check: &str, verdict: Verdict, optional: bool) -> CheckResult {
-        CheckResult {
-            check: check.into(),
-            target: "t".into(),
-            result: verdict,
-            seconds: 0.25,
-            cached: false,
-            optional,
-            problems: Vec::new(),
-            notes: Vec::new(),
-            reason: None,
-            hint: None,
-        }
+        let mut result = CheckResult::not_run(check, "t");
+        result.result = verdict;
+        result.optional = optional;
+        result
     }
 
     #[test]
@@ -586,38 +507,5 @@ mod tests {
         assert_eq!(exit_code(&[pass.clone(), missing.clone()], true), 0);
         assert_eq!(exit_code(&[fail.clone(), missing.clone()], false), 1);
         assert_eq!(exit_code(&[fail], true), 1);
-    }
-
-    #[test]
-    fn table_and_details_read_well() {
-        let mut fail = result("json", Verdict::Fail, false);
-        fail.problems.push(
-            Problem::new("trailing comma")
-                .in_file("images/capi/packer/config/cni.json")
-                .at(3, Some(1))
-                .with_detail("3 | }\n  | ^"),
-        );
-        let mut missing = result("ignition-validate", Verdict::NotRun, false);
-        missing.reason = Some("ignition-validate is not installed".into());
-        missing.hint = Some("sudo apt-get install ignition".into());
-        let mut cached = result("layering", Verdict::Pass, false);
-        cached.cached = true;
-        let results = vec![fail, missing, cached];
-        expect_test::expect![[r#"
-            FAIL json (t)
-              images/capi/packer/config/cni.json:3:1: trailing comma
-                  3 | }
-                    | ^
-            NOT RUN ignition-validate (t): ignition-validate is not installed
-              to install: sudo apt-get install ignition
-        "#]]
-        .assert_eq(&render_details(&results));
-        expect_test::expect![[r#"
-            check              target  result         time
-            json               t       FAIL           0.25s
-            ignition-validate  t       NOT RUN        -
-            layering           t       pass (cached)  0.25s
-        "#]]
-        .assert_eq(&render_table(&results));
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::targets::BuildTarget;
-use super::template::{self, Finding, Function, Template, VarFile};
+use super::template::{self, Document, Finding, Function, Template, VarFile};
 use crate::json_text::Segment;
 
 /// Where a variable's value comes from.
@@ -102,25 +102,51 @@ fn missing_or(finding: Finding, target: &BuildTarget, what: &str) -> Finding {
 /// what is wrong.
 pub fn layer(target: &BuildTarget, stack: &Stack) -> (BTreeMap<String, Layered>, Vec<Finding>) {
     let mut findings = Vec::new();
-    let mut values = BTreeMap::new();
     let Some(template) = &stack.template else {
-        return (values, findings);
+        return (BTreeMap::new(), findings);
     };
-    let template_path = template.doc.path.as_str();
-    for (name, variable) in &template.variables {
-        values.insert(
-            name.clone(),
-            Layered {
+    let mut values = template_defaults(template);
+    apply_var_files(template, &stack.var_files, &mut values, &mut findings);
+    apply_build_inputs(template, target, &mut values, &mut findings);
+    if stack.complete {
+        findings.extend(unset_required(template, target, &values));
+    }
+    let docs = std::iter::once(&template.doc).chain(stack.var_files.iter().map(|v| &v.doc));
+    for (index, doc) in docs.enumerate() {
+        let is_template = index == 0;
+        findings.extend(reference_findings(template, doc, is_template));
+        findings.extend(duplicate_key_findings(doc));
+    }
+    (values, findings)
+}
+
+/// Every declared variable with the template's own default.
+fn template_defaults(template: &Template) -> BTreeMap<String, Layered> {
+    template
+        .variables
+        .iter()
+        .map(|(name, variable)| {
+            let layered = Layered {
                 value: variable.default.clone(),
                 origin: Origin::Default,
-            },
-        );
-    }
-    let declared = |name: &str| template.variables.contains_key(name);
+            };
+            (name.clone(), layered)
+        })
+        .collect()
+}
 
-    for vars in &stack.var_files {
+/// Layers each var file in order, later files winning; a setting the template does
+/// not declare is a finding.
+fn apply_var_files(
+    template: &Template,
+    var_files: &[VarFile],
+    values: &mut BTreeMap<String, Layered>,
+    findings: &mut Vec<Finding>,
+) {
+    let template_path = template.doc.path.as_str();
+    for vars in var_files {
         for (name, setting) in &vars.settings {
-            if declared(name) {
+            if template.variables.contains_key(name) {
                 values.insert(
                     name.clone(),
                     Layered {
@@ -139,10 +165,19 @@ pub fn layer(target: &BuildTarget, stack: &Stack) -> (BTreeMap<String, Layered>,
             }
         }
     }
+}
 
+/// Marks the variables the build supplies; one the template does not declare is a
+/// finding.
+fn apply_build_inputs(
+    template: &Template,
+    target: &BuildTarget,
+    values: &mut BTreeMap<String, Layered>,
+    findings: &mut Vec<Finding>,
+) {
     for input in target.build_inputs {
         let name = input.variable();
-        if declared(name) {
+        if template.variables.contains_key(name) {
             // The var files' value stays as the fallback until the build's is known.
             let value = values.get(name).and_then(|v| v.value.clone());
             values.insert(
@@ -154,34 +189,48 @@ pub fn layer(target: &BuildTarget, stack: &Stack) -> (BTreeMap<String, Layered>,
             );
         } else {
             findings.push(Finding::at(
-                template_path,
+                &template.doc.path,
                 template.doc.scan.key_position(&[], "variables"),
                 format!("the build supplies `{name}`, but the template does not declare it"),
             ));
         }
     }
+}
 
-    for (name, variable) in &template.variables {
-        if stack.complete && variable.default.is_none() && values[name].origin == Origin::Default {
-            findings.push(Finding::at(
-                template_path,
+/// The required variables (default null) that nothing set.
+fn unset_required(
+    template: &Template,
+    target: &BuildTarget,
+    values: &BTreeMap<String, Layered>,
+) -> Vec<Finding> {
+    template
+        .variables
+        .iter()
+        .filter(|(name, variable)| {
+            variable.default.is_none() && values[name.as_str()].origin == Origin::Default
+        })
+        .map(|(name, variable)| {
+            Finding::at(
+                &template.doc.path,
                 variable.position,
                 format!(
                     "`{name}` is required (its default is null), but no var file of build target `{}` sets it and the build does not supply it",
                     target.name
                 ),
-            ));
-        }
-    }
+            )
+        })
+        .collect()
+}
 
-    let docs = std::iter::once(&template.doc).chain(stack.var_files.iter().map(|v| &v.doc));
-    for (index, doc) in docs.enumerate() {
-        let is_template = index == 0;
-        let (references, malformed) = template::references(doc);
-        findings.extend(malformed);
-        for reference in references {
-            match reference.function {
-                Function::User if !declared(&reference.name) => findings.push(Finding::at(
+/// What is wrong with `doc`'s `{{user}}` and `{{env}}` references: an undeclared
+/// variable, or `env` outside the template's variable defaults.
+fn reference_findings(template: &Template, doc: &Document, is_template: bool) -> Vec<Finding> {
+    let template_path = template.doc.path.as_str();
+    let (references, mut findings) = template::references(doc);
+    for reference in references {
+        match reference.function {
+            Function::User if !template.variables.contains_key(&reference.name) => findings
+                .push(Finding::at(
                     &doc.path,
                     Some(reference.position),
                     format!(
@@ -189,34 +238,41 @@ pub fn layer(target: &BuildTarget, stack: &Stack) -> (BTreeMap<String, Layered>,
                         reference.name, reference.name
                     ),
                 )),
-                Function::Env
-                    if !(is_template
-                        && matches!(reference.path.first(), Some(Segment::Key(k)) if k == "variables")) =>
-                {
-                    findings.push(Finding::at(
-                        &doc.path,
-                        Some(reference.position),
-                        format!(
-                            "`{{{{env `{}`}}}}`: Packer allows `env` only in the defaults of a template's variables",
-                            reference.name
-                        ),
-                    ))
-                }
-                _ => {}
+            Function::Env
+                if !(is_template
+                    && matches!(reference.path.first(), Some(Segment::Key(k)) if k == "variables")) =>
+            {
+                findings.push(Finding::at(
+                    &doc.path,
+                    Some(reference.position),
+                    format!(
+                        "`{{{{env `{}`}}}}`: Packer allows `env` only in the defaults of a template's variables",
+                        reference.name
+                    ),
+                ))
             }
+            _ => {}
         }
-        for duplicate in &doc.scan.duplicate_keys {
-            findings.push(Finding::at(
+    }
+    findings
+}
+
+/// A key that appears twice in one object: Packer keeps the last without a word.
+fn duplicate_key_findings(doc: &Document) -> Vec<Finding> {
+    doc.scan
+        .duplicate_keys
+        .iter()
+        .map(|duplicate| {
+            Finding::at(
                 &doc.path,
                 Some(duplicate.position),
                 format!(
                     "`{}` appears twice in the same object (first on line {}); only the last one counts",
                     duplicate.key, duplicate.first.line
                 ),
-            ));
-        }
-    }
-    (values, findings)
+            )
+        })
+        .collect()
 }
 
 /// `text` with every `{{user `name`}}` rendered from `values`, recursively, the way

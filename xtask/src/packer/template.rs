@@ -135,76 +135,8 @@ impl Template {
     /// Reads the template's structure; a variable default that is not a scalar is a
     /// finding (Packer turns numbers and booleans into strings, nothing else).
     pub fn from_document(doc: Document) -> (Template, Vec<Finding>) {
-        let mut findings = Vec::new();
-        let mut variables = BTreeMap::new();
-        if let Some(declared) = doc.value.get("variables").and_then(Value::as_object) {
-            for (name, default) in declared {
-                let position = doc.scan.key_position(&["variables"], name);
-                let default = match default {
-                    Value::Null => None,
-                    Value::String(s) => Some(s.clone()),
-                    Value::Bool(_) | Value::Number(_) => Some(default.to_string()),
-                    Value::Array(_) | Value::Object(_) => {
-                        findings.push(Finding::at(
-                            &doc.path,
-                            position,
-                            format!("variable `{name}` has a list or object as its default; Packer takes only strings"),
-                        ));
-                        Some(String::new())
-                    }
-                };
-                variables.insert(name.clone(), Variable { default, position });
-            }
-        }
-        let mut plugins = Vec::new();
-        for (section, kind) in [
-            ("builders", PluginKind::Builder),
-            ("provisioners", PluginKind::Provisioner),
-            ("post-processors", PluginKind::PostProcessor),
-        ] {
-            let Some(entries) = doc.value.get(section).and_then(Value::as_array) else {
-                continue;
-            };
-            for (i, entry) in entries.iter().enumerate() {
-                let base = vec![Segment::Key(section.to_owned()), Segment::Index(i)];
-                // A post-processor entry may be a chain (a list) or a bare type name.
-                let chain: Vec<(Vec<Segment>, &Value)> = match entry {
-                    Value::Array(items) => items
-                        .iter()
-                        .enumerate()
-                        .map(|(j, item)| {
-                            let mut path = base.clone();
-                            path.push(Segment::Index(j));
-                            (path, item)
-                        })
-                        .collect(),
-                    other => vec![(base, other)],
-                };
-                for (path, item) in chain {
-                    let (type_name, type_path) = match item {
-                        Value::String(name) => (name.clone(), path.clone()),
-                        Value::Object(map) => {
-                            let mut type_path = path.clone();
-                            type_path.push(Segment::Key("type".into()));
-                            let name = map.get("type").and_then(Value::as_str).unwrap_or("");
-                            (name.to_owned(), type_path)
-                        }
-                        _ => continue,
-                    };
-                    let name = item
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or(&type_name)
-                        .to_owned();
-                    plugins.push(Plugin {
-                        kind,
-                        position: doc.scan.value_position(&type_path),
-                        type_name,
-                        name,
-                    });
-                }
-            }
-        }
+        let (variables, findings) = declared_variables(&doc);
+        let plugins = plugins_of(&doc);
         let ansible = doc
             .value
             .get("provisioners")
@@ -212,26 +144,7 @@ impl Template {
             .into_iter()
             .flatten()
             .filter(|p| p.get("type").and_then(Value::as_str) == Some("ansible"))
-            .map(|p| {
-                let strings = |key: &str| -> Vec<String> {
-                    p.get(key)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                };
-                let string = |key: &str| p.get(key).and_then(Value::as_str).map(str::to_owned);
-                AnsibleProvisioner {
-                    playbook_file: string("playbook_file").unwrap_or_default(),
-                    extra_arguments: strings("extra_arguments"),
-                    env_vars: strings("ansible_env_vars"),
-                    user: string("user"),
-                    host_alias: string("host_alias").unwrap_or_else(|| "default".into()),
-                    groups: strings("groups"),
-                }
-            })
+            .map(AnsibleProvisioner::from_value)
             .collect();
         (
             Template {
@@ -247,6 +160,123 @@ impl Template {
     /// The build name Packer gives the first builder (its `name`, else its type).
     pub fn first_builder(&self) -> Option<&Plugin> {
         self.plugins.iter().find(|p| p.kind == PluginKind::Builder)
+    }
+}
+
+/// The template's `variables` with their defaults as Packer sees them (strings).
+fn declared_variables(doc: &Document) -> (BTreeMap<String, Variable>, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let mut variables = BTreeMap::new();
+    let Some(declared) = doc.value.get("variables").and_then(Value::as_object) else {
+        return (variables, findings);
+    };
+    for (name, default) in declared {
+        let position = doc.scan.key_position(&["variables"], name);
+        let default = match default {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Number(_) => Some(default.to_string()),
+            Value::Array(_) | Value::Object(_) => {
+                findings.push(Finding::at(
+                    &doc.path,
+                    position,
+                    format!("variable `{name}` has a list or object as its default; Packer takes only strings"),
+                ));
+                Some(String::new())
+            }
+        };
+        variables.insert(name.clone(), Variable { default, position });
+    }
+    (variables, findings)
+}
+
+/// Every builder, provisioner and post-processor, in the template's order.
+fn plugins_of(doc: &Document) -> Vec<Plugin> {
+    let mut plugins = Vec::new();
+    for (section, kind) in [
+        ("builders", PluginKind::Builder),
+        ("provisioners", PluginKind::Provisioner),
+        ("post-processors", PluginKind::PostProcessor),
+    ] {
+        let Some(entries) = doc.value.get(section).and_then(Value::as_array) else {
+            continue;
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let base = vec![Segment::Key(section.to_owned()), Segment::Index(i)];
+            for (path, item) in chain_items(base, entry) {
+                if let Some(plugin) = plugin_at(doc, kind, path, item) {
+                    plugins.push(plugin);
+                }
+            }
+        }
+    }
+    plugins
+}
+
+/// The items of a section entry with their paths: a post-processor entry may be a
+/// chain (a list) rather than one item.
+fn chain_items(base: Vec<Segment>, entry: &Value) -> Vec<(Vec<Segment>, &Value)> {
+    match entry {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(j, item)| {
+                let mut path = base.clone();
+                path.push(Segment::Index(j));
+                (path, item)
+            })
+            .collect(),
+        other => vec![(base, other)],
+    }
+}
+
+/// The plugin `item` at `path` declares: an object with a `type`, or a bare type
+/// name; `None` for anything else.
+fn plugin_at(doc: &Document, kind: PluginKind, path: Vec<Segment>, item: &Value) -> Option<Plugin> {
+    let (type_name, type_path) = match item {
+        Value::String(name) => (name.clone(), path),
+        Value::Object(map) => {
+            let mut type_path = path;
+            type_path.push(Segment::Key("type".into()));
+            let name = map.get("type").and_then(Value::as_str).unwrap_or("");
+            (name.to_owned(), type_path)
+        }
+        _ => return None,
+    };
+    let name = item
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&type_name)
+        .to_owned();
+    Some(Plugin {
+        kind,
+        position: doc.scan.value_position(&type_path),
+        type_name,
+        name,
+    })
+}
+
+impl AnsibleProvisioner {
+    /// Reads an `ansible` provisioner's settings, with Packer's defaults.
+    fn from_value(p: &Value) -> AnsibleProvisioner {
+        let strings = |key: &str| -> Vec<String> {
+            p.get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        };
+        let string = |key: &str| p.get(key).and_then(Value::as_str).map(str::to_owned);
+        AnsibleProvisioner {
+            playbook_file: string("playbook_file").unwrap_or_default(),
+            extra_arguments: strings("extra_arguments"),
+            env_vars: strings("ansible_env_vars"),
+            user: string("user"),
+            host_alias: string("host_alias").unwrap_or_else(|| "default".into()),
+            groups: strings("groups"),
+        }
     }
 }
 

@@ -128,90 +128,22 @@ pub fn run(
     let reader = expression
         .reader()
         .with_context(|| format!("starting {}", program.display()))?;
-    let pids = reader.pids();
-    let mut log_file = match log {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
-        None => None,
-    };
-
-    // A watcher acts on Ctrl-C presses made while the command runs, and only those:
-    // a cleanup command run after an interrupted one is not stopped at once.
-    let done = Arc::new(AtomicBool::new(false));
-    let killed = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (done, killed) = (done.clone(), killed.clone());
-        let mut handled = PRESSES.load(Ordering::SeqCst);
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                let presses = PRESSES.load(Ordering::SeqCst);
-                if presses > handled {
-                    handled = presses;
-                    let signal = if presses >= 2 {
-                        killed.store(true, Ordering::SeqCst);
-                        libc::SIGKILL
-                    } else {
-                        libc::SIGINT
-                    };
-                    for &pid in &pids {
-                        // SAFETY: kill(2) of the process group a child we started
-                        // leads (its pid), with a valid signal.
-                        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        })
-    };
-
-    let mut output = String::new();
-    let mut lines = BufReader::new(&reader);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match lines.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                // Progress bars redraw with carriage returns: keep the final state.
-                let text = text
-                    .trim_end_matches(['\n', '\r'])
-                    .rsplit('\r')
-                    .next()
-                    .unwrap_or("");
-                // A mirror URL's credentials never reach the screen or the log.
-                let text = crate::net::credentials::redact(text);
-                if let Some(prefix) = prefix {
-                    eprintln!("{prefix} | {text}");
-                }
-                if let Some(file) = log_file.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(file, "{text}");
-                }
-                output.push_str(&text);
-                output.push('\n');
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                done.store(true, Ordering::SeqCst);
-                let _ = watcher.join();
-                return Err(err)
-                    .with_context(|| format!("reading the output of {}", program.display()));
-            }
+    let mut log_file = open_log(log)?;
+    let watcher = PressWatcher::start(reader.pids());
+    let output = match echo_lines(&reader, prefix, log_file.as_mut()) {
+        Ok(output) => output,
+        Err(err) => {
+            watcher.stop();
+            return Err(err)
+                .with_context(|| format!("reading the output of {}", program.display()));
         }
-    }
-    let status = reader
-        .try_wait()
+    };
+    let status = reader.try_wait();
+    let killed = watcher.stop();
+    let status = status
         .context("collecting the exit status")?
         .map(|o| o.status.success());
-    done.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
-    if killed.load(Ordering::SeqCst) {
+    if killed {
         anyhow::bail!(
             "interrupted again: stopped {} without waiting for it",
             program.display()
@@ -221,6 +153,112 @@ pub fn run(
         success: status.unwrap_or(false),
         output,
     })
+}
+
+/// `log` opened for appending, if there is one.
+fn open_log(log: Option<&Path>) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = log else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Some(file))
+}
+
+/// Reads `reader` to its end, echoing and logging each line; returns the lines.
+fn echo_lines(
+    reader: &duct::ReaderHandle,
+    prefix: Option<&str>,
+    mut log_file: Option<&mut std::fs::File>,
+) -> std::io::Result<String> {
+    let mut output = String::new();
+    let mut lines = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) => return Ok(output),
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = final_state(&text);
+                if let Some(prefix) = prefix {
+                    eprintln!("{prefix} | {text}");
+                }
+                if let Some(file) = log_file.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{text}");
+                }
+                output.push_str(text);
+                output.push('\n');
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// A line without its ending, as it finally looks: progress bars redraw with
+/// carriage returns, and only the last state is kept.
+fn final_state(line: &str) -> &str {
+    line.trim_end_matches(['\n', '\r'])
+        .rsplit('\r')
+        .next()
+        .unwrap_or("")
+}
+
+/// A thread that acts on Ctrl-C presses made while a command runs, and only those:
+/// a cleanup command run after an interrupted one is not stopped at once. The first
+/// press sends the command SIGINT, any later one SIGKILL.
+struct PressWatcher {
+    done: Arc<AtomicBool>,
+    killed: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PressWatcher {
+    fn start(pids: Vec<u32>) -> PressWatcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let killed = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (done, killed) = (done.clone(), killed.clone());
+            let mut handled = PRESSES.load(Ordering::SeqCst);
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let presses = PRESSES.load(Ordering::SeqCst);
+                    if presses > handled {
+                        handled = presses;
+                        let signal = if presses >= 2 {
+                            killed.store(true, Ordering::SeqCst);
+                            libc::SIGKILL
+                        } else {
+                            libc::SIGINT
+                        };
+                        for &pid in &pids {
+                            // SAFETY: kill(2) of the process group a child we started
+                            // leads (its pid), with a valid signal.
+                            unsafe { libc::kill(-(pid as libc::pid_t), signal) };
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            })
+        };
+        PressWatcher {
+            done,
+            killed,
+            thread,
+        }
+    }
+
+    /// Stops watching; whether the command was killed.
+    fn stop(self) -> bool {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        self.killed.load(Ordering::SeqCst)
+    }
 }
 
 /// The last `n` lines of `text`, for error messages.
@@ -308,6 +346,12 @@ mod tests {
             Some(libc::SIGINT),
             "Ctrl-C after a streamed command must end the process"
         );
+    }
+
+    #[test]
+    fn a_redrawn_line_keeps_its_final_state() {
+        assert_eq!(final_state("10%\r50%\r100%\n"), "100%");
+        assert_eq!(final_state("plain\r\n"), "plain");
     }
 
     #[test]
