@@ -264,20 +264,34 @@ fn check(checks: &mut Vec<Check>, name: &str, passed: bool, detail: impl Into<St
     });
 }
 
+/// What the first boot of the built image must show: a read-only Flatcar of the
+/// expected version, the Ignition key's user, and the services build-flatcar set up.
 fn check_first_boot(
     sh: &Shell,
     guest: &RunningGuest,
     masked: &[String],
     checks: &mut Vec<Check>,
 ) -> anyhow::Result<()> {
-    let os_release = guest.ssh_ok(sh, "cat /etc/os-release")?;
+    check_system(sh, guest, checks)?;
+    check_login(sh, guest, checks)?;
+    check_services(sh, guest, masked, checks)
+}
+
+/// Whether `/etc/os-release` describes the Flatcar release the test bed serves.
+fn is_expected_flatcar(os_release: &str) -> bool {
     let version_line = format!("VERSION={}", crate::testbed::FLATCAR_VERSION);
+    os_release.lines().any(|l| l == "ID=flatcar")
+        && os_release.lines().any(|l| l == version_line)
+        && os_release.contains("NAME=\"Flatcar Container Linux by Kinvolk\"")
+}
+
+/// The operating system: Flatcar, `/usr` read-only, no Python.
+fn check_system(sh: &Shell, guest: &RunningGuest, checks: &mut Vec<Check>) -> anyhow::Result<()> {
+    let os_release = guest.ssh_ok(sh, "cat /etc/os-release")?;
     check(
         checks,
         "os-release says Flatcar",
-        os_release.lines().any(|l| l == "ID=flatcar")
-            && os_release.lines().any(|l| l == version_line)
-            && os_release.contains("NAME=\"Flatcar Container Linux by Kinvolk\""),
+        is_expected_flatcar(&os_release),
         os_release
             .lines()
             .filter(|l| l.starts_with("ID=") || l.starts_with("VERSION="))
@@ -310,7 +324,11 @@ fn check_first_boot(
             pythons
         },
     );
+    Ok(())
+}
 
+/// The user the Ignition key logs in as: core, with passwordless sudo and no password.
+fn check_login(sh: &Shell, guest: &RunningGuest, checks: &mut Vec<Check>) -> anyhow::Result<()> {
     let whoami = guest.ssh_ok(sh, "id -un")?;
     check(
         checks,
@@ -331,7 +349,17 @@ fn check_first_boot(
             if sudo_ok { "ok" } else { sudo_output.trim() }
         ),
     );
+    Ok(())
+}
 
+/// The services: masked units stay off, the first-boot flag is gone, nothing failed,
+/// containerd runs.
+fn check_services(
+    sh: &Shell,
+    guest: &RunningGuest,
+    masked: &[String],
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<()> {
     for unit in masked {
         let (_, enabled) = guest.ssh(sh, &format!("systemctl is-enabled {unit}"))?;
         let (_, active) = guest.ssh(sh, &format!("systemctl is-active {unit}"))?;
@@ -432,4 +460,17 @@ fn check_no_failed_units(
         },
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testbed::{guest, FLATCAR_VERSION};
+
+    #[test]
+    fn the_test_beds_os_release_is_the_expected_flatcar_and_another_version_is_not() {
+        assert!(is_expected_flatcar(&guest::os_release(FLATCAR_VERSION)));
+        assert!(!is_expected_flatcar(&guest::os_release("1.2.3")));
+        assert!(!is_expected_flatcar("ID=debian\nVERSION=9999.0.0\n"));
+    }
 }

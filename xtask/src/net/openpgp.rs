@@ -40,6 +40,73 @@ fn program(name: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// A temporary GnuPG home only this process can read: gpg warns about (and may
+/// refuse) a home others can read.
+fn private_home() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::Builder::new()
+        .prefix("xtask-gpg-")
+        .tempdir()
+        .context("creating a temporary GnuPG home")?;
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", home.path().display()))?;
+    Ok(home)
+}
+
+/// Imports the armored key `armored` (from `origin`) into the GnuPG home `dir`.
+fn import(sh: &Shell, gpg: &Path, dir: &Path, armored: &[u8], origin: &str) -> anyhow::Result<()> {
+    let key_file = dir.join("key.asc");
+    std::fs::write(&key_file, armored)
+        .with_context(|| format!("writing {}", key_file.display()))?;
+    // --no-autostart: importing and listing public keys needs no gpg-agent, and none
+    // should be left running.
+    let import = cmd!(
+        sh,
+        "{gpg} --batch --no-tty --no-autostart --quiet --homedir {dir} --import {key_file}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .with_context(|| format!("running {}", gpg.display()))?;
+    if !import.status.success() {
+        bail!(
+            "{origin} is not a usable OpenPGP public key: {}",
+            String::from_utf8_lossy(&import.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The one key `origin` must hold, and the pinned one when a pin is given.
+fn the_one_key(
+    mut certificates: Vec<Certificate>,
+    origin: &str,
+    pinned: Option<&Fingerprint>,
+) -> anyhow::Result<Certificate> {
+    let certificate = match certificates.len() {
+        1 => certificates.remove(0),
+        0 => bail!("{origin} holds no OpenPGP public key"),
+        n => bail!(
+            "{origin} holds {n} OpenPGP keys ({}); expected exactly one",
+            certificates
+                .iter()
+                .map(|c| c.primary.fingerprint.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    if let Some(pinned) = pinned {
+        if &certificate.primary.fingerprint != pinned {
+            bail!(
+                "{origin} is key {}, not the pinned key {pinned}; \
+                 refusing to trust it",
+                certificate.describe()
+            );
+        }
+    }
+    Ok(certificate)
+}
+
 impl Keyring {
     /// Imports the armored public key `armored` (read from `origin`, a path or URL
     /// named in messages). It must hold exactly one primary key; with `pinned`,
@@ -52,36 +119,9 @@ impl Keyring {
     ) -> anyhow::Result<Keyring> {
         let gpg = program("gpg")?;
         let gpgv = program("gpgv")?;
-        let home = tempfile::Builder::new()
-            .prefix("xtask-gpg-")
-            .tempdir()
-            .context("creating a temporary GnuPG home")?;
-        let dir = home.path().to_path_buf();
-        // gpg warns about (and may refuse) a home others can read.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("restricting {}", dir.display()))?;
-        }
-        let key_file = dir.join("key.asc");
-        std::fs::write(&key_file, armored)
-            .with_context(|| format!("writing {}", key_file.display()))?;
-        // --no-autostart: importing and listing public keys needs no gpg-agent,
-        // and none should be left running.
-        let import = cmd!(
-            sh,
-            "{gpg} --batch --no-tty --no-autostart --quiet --homedir {dir} --import {key_file}"
-        )
-        .quiet()
-        .ignore_status()
-        .output()
-        .with_context(|| format!("running {}", gpg.display()))?;
-        if !import.status.success() {
-            bail!(
-                "{origin} is not a usable OpenPGP public key: {}",
-                String::from_utf8_lossy(&import.stderr).trim()
-            );
-        }
+        let home = private_home()?;
+        let dir = home.path();
+        import(sh, &gpg, dir, armored, origin)?;
         let listing = cmd!(
             sh,
             "{gpg} --batch --no-tty --no-autostart --homedir {dir} --with-colons --fixed-list-mode --list-keys"
@@ -90,29 +130,9 @@ impl Keyring {
         .ignore_stderr()
         .read()
         .with_context(|| format!("listing the key from {origin}"))?;
-        let mut certificates = parse_key_listing(&listing)
+        let certificates = parse_key_listing(&listing)
             .with_context(|| format!("reading gpg's listing of the key from {origin}"))?;
-        let certificate = match certificates.len() {
-            1 => certificates.remove(0),
-            0 => bail!("{origin} holds no OpenPGP public key"),
-            n => bail!(
-                "{origin} holds {n} OpenPGP keys ({}); expected exactly one",
-                certificates
-                    .iter()
-                    .map(|c| c.primary.fingerprint.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        if let Some(pinned) = pinned {
-            if &certificate.primary.fingerprint != pinned {
-                bail!(
-                    "{origin} is key {}, not the pinned key {pinned}; \
-                     refusing to trust it",
-                    certificate.describe()
-                );
-            }
-        }
+        let certificate = the_one_key(certificates, origin, pinned)?;
         let keyring = dir.join("trusted.gpg");
         let primary = certificate.primary.fingerprint.as_str();
         cmd!(

@@ -2,7 +2,7 @@
 //! key's own listing. `gpgv` exits 0 for signatures by expired or revoked keys, so
 //! its exit status alone proves little.
 
-use super::certificate::{Certificate, Fingerprint};
+use super::certificate::{Certificate, Fingerprint, KeyInfo};
 use crate::utc;
 
 /// A signature that passed every check.
@@ -60,22 +60,69 @@ pub fn judge_status(status: &str, certificate: &Certificate) -> Result<GoodSigna
 }
 
 fn judge_one(group: &[&Vec<&str>], certificate: &Certificate) -> Result<GoodSignature, String> {
-    let find = |keyword: &str| group.iter().find(|l| l[0] == keyword).map(|l| &l[1..]);
     let trusted = certificate.describe();
-    if let Some(args) = find("BADSIG") {
+    if let Some(failure) = reported_failure(group, &trusted) {
+        return Err(failure);
+    }
+    let signature = valid_signature(group)?;
+    let GoodSignature {
+        signing_key,
+        primary_key,
+        created,
+    } = &signature;
+    if *primary_key != certificate.primary.fingerprint {
         return Err(format!(
+            "the signature was made by key {signing_key} of primary key {primary_key}, not by the trusted key {trusted}"
+        ));
+    }
+    let Some(key) = certificate.key(signing_key) else {
+        return Err(format!(
+            "the signature was made by key {signing_key}, which the trusted key {trusted} does not list"
+        ));
+    };
+    let which = if signing_key == primary_key {
+        format!("primary key {signing_key}")
+    } else {
+        format!("subkey {signing_key}")
+    };
+    let key_use = KeyUse {
+        which: &which,
+        trusted: &trusted,
+        created: *created,
+        revocation_reported: args_of(group, "REVKEYSIG").is_some(),
+    };
+    key_use.check(&which, key)?;
+    key_use.check("the primary key", &certificate.primary)?;
+    if !key.can_sign {
+        return Err(format!(
+            "the signature was made by {which}, which is not a signing key"
+        ));
+    }
+    Ok(signature)
+}
+
+/// The arguments of the status line `keyword` in one signature's group.
+fn args_of<'a>(group: &[&'a Vec<&'a str>], keyword: &str) -> Option<&'a [&'a str]> {
+    group.iter().find(|l| l[0] == keyword).map(|l| &l[1..])
+}
+
+/// What gpgv itself found wrong: a bad signature, one it could not check, or one
+/// that has expired.
+fn reported_failure(group: &[&Vec<&str>], trusted: &str) -> Option<String> {
+    if let Some(args) = args_of(group, "BADSIG") {
+        return Some(format!(
             "BAD signature by key {}: the file is not what was signed",
             args.first().unwrap_or(&"?")
         ));
     }
-    if let Some(args) = find("ERRSIG") {
+    if let Some(args) = args_of(group, "ERRSIG") {
         // ERRSIG <keyid> <pkalgo> <hashalgo> <class> <time> <rc> [<fpr>]
         let who = args
             .get(6)
             .filter(|f| !f.is_empty() && **f != "-")
             .or(args.first())
             .unwrap_or(&"?");
-        return Err(match args.get(5) {
+        return Some(match args.get(5) {
             Some(&"9") => format!(
                 "the signature was made by key {who}, which is not the trusted key {trusted} or one of its subkeys"
             ),
@@ -86,13 +133,22 @@ fn judge_one(group: &[&Vec<&str>], certificate: &Certificate) -> Result<GoodSign
             _ => format!("the signature by key {who} could not be checked"),
         });
     }
-    if find("EXPSIG").is_some() {
-        return Err("the signature itself has expired".to_owned());
+    if args_of(group, "EXPSIG").is_some() {
+        return Some("the signature itself has expired".to_owned());
     }
-    let Some(valid) = find("VALIDSIG") else {
+    None
+}
+
+/// The key and time of a signature gpgv found valid, from its VALIDSIG line; not yet
+/// judged against the trusted certificate.
+fn valid_signature(group: &[&Vec<&str>]) -> Result<GoodSignature, String> {
+    let Some(valid) = args_of(group, "VALIDSIG") else {
         return Err("gpgv reported no valid signature".to_owned());
     };
-    if find("GOODSIG").is_none() && find("EXPKEYSIG").is_none() && find("REVKEYSIG").is_none() {
+    if ["GOODSIG", "EXPKEYSIG", "REVKEYSIG"]
+        .iter()
+        .all(|keyword| args_of(group, keyword).is_none())
+    {
         return Err("gpgv reported no good signature".to_owned());
     }
     // VALIDSIG <fpr> <date> <timestamp> <expire> <version> <reserved> <pkalgo>
@@ -109,26 +165,34 @@ fn judge_one(group: &[&Vec<&str>], certificate: &Certificate) -> Result<GoodSign
         .get(2)
         .and_then(|t| parse_status_time(t))
         .ok_or("gpgv's VALIDSIG line has no signature time")?;
-    if primary_key != certificate.primary.fingerprint {
-        return Err(format!(
-            "the signature was made by key {signing_key} of primary key {primary_key}, not by the trusted key {trusted}"
-        ));
-    }
-    let Some(key) = certificate.key(&signing_key) else {
-        return Err(format!(
-            "the signature was made by key {signing_key}, which the trusted key {trusted} does not list"
-        ));
-    };
-    let which = if signing_key == primary_key {
-        format!("primary key {signing_key}")
-    } else {
-        format!("subkey {signing_key}")
-    };
-    for (name, k) in [
-        (which.as_str(), key),
-        ("the primary key", &certificate.primary),
-    ] {
-        if k.revoked || find("REVKEYSIG").is_some() {
+    Ok(GoodSignature {
+        signing_key,
+        primary_key,
+        created,
+    })
+}
+
+/// A signature made at `created` by `which` (the signing key) of `trusted`: the
+/// facts every key it depends on is held against.
+struct KeyUse<'a> {
+    which: &'a str,
+    trusted: &'a str,
+    created: u64,
+    /// gpgv reported the signing key revoked (REVKEYSIG).
+    revocation_reported: bool,
+}
+
+impl KeyUse<'_> {
+    /// Whether key `k`, called `name` in messages, was usable for the signature: not
+    /// revoked or invalid, and alive when the signature was made.
+    fn check(&self, name: &str, k: &KeyInfo) -> Result<(), String> {
+        let KeyUse {
+            which,
+            trusted,
+            created,
+            ..
+        } = *self;
+        if k.revoked || self.revocation_reported {
             return Err(format!(
                 "the signature was made by {which} of {trusted}, and {name} has been revoked"
             ));
@@ -154,17 +218,8 @@ fn judge_one(group: &[&Vec<&str>], certificate: &Certificate) -> Result<GoodSign
                 utc::format(k.created)
             ));
         }
+        Ok(())
     }
-    if !key.can_sign {
-        return Err(format!(
-            "the signature was made by {which}, which is not a signing key"
-        ));
-    }
-    Ok(GoodSignature {
-        signing_key,
-        primary_key,
-        created,
-    })
 }
 
 /// gpg prints times as seconds since the epoch, or ISO 8601 (`20240131T120000`).
