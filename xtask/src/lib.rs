@@ -13,6 +13,7 @@ pub mod flatcar;
 pub mod fsx;
 pub mod hex;
 pub mod json_text;
+pub mod measure;
 pub mod nested_cargo;
 pub mod net;
 pub mod output;

@@ -12,11 +12,14 @@ use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use crate::flatcar::release::Variant;
+use crate::measure::{
+    self, absolute_row, ratio_row, side_by_side, stats, timed, timed_with_rss, Row, Stats,
+};
 use crate::output::Format;
 use crate::testbed::release_tree::{self, Digests, Image, Release, Signature};
 use crate::testbed::server::FileServer;
 use crate::testbed::signer::Signer;
-use crate::{nested_cargo, table, workspace};
+use crate::{nested_cargo, workspace};
 
 /// The benchmarks, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -53,76 +56,6 @@ pub struct BenchArgs {
     /// How to report: a table on stderr for people, or JSON on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-/// Min, median and max of one series, in the row's unit.
-#[derive(Clone, Copy, Debug, Serialize)]
-struct Stats {
-    min: f64,
-    median: f64,
-    max: f64,
-}
-
-fn stats(samples: &[Duration]) -> Stats {
-    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
-    s.sort_by(f64::total_cmp);
-    Stats {
-        min: s[0],
-        median: s[s.len() / 2],
-        max: s[s.len() - 1],
-    }
-}
-
-/// One row of the report.
-#[derive(Debug, Serialize)]
-struct Row {
-    name: String,
-    /// `s` for times, `MiB` for memory.
-    unit: &'static str,
-    ours: Stats,
-    baseline: Option<Stats>,
-    /// What the baseline is, in words.
-    baseline_is: String,
-    /// ours.median / baseline.median.
-    ratio: Option<f64>,
-    target: String,
-    met: bool,
-    iterations: usize,
-    note: String,
-}
-
-/// Runs `ours` and `baseline` alternately after one warm-up each.
-fn side_by_side(
-    iterations: usize,
-    mut ours: impl FnMut() -> anyhow::Result<Duration>,
-    mut baseline: impl FnMut() -> anyhow::Result<Duration>,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    ours()?;
-    baseline()?;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        a.push(ours()?);
-        b.push(baseline()?);
-    }
-    Ok((a, b))
-}
-
-/// Wall time of a command that must succeed.
-fn timed(command: &mut Command) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let out = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("starting a benchmark command")?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(took)
 }
 
 /// The xtask binary the benchmarks run: a copy of this one, taken before any row
@@ -182,109 +115,10 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
     if args.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        eprint!("{}", render(&rows));
-        eprintln!(
-            "Machine: {} cores, {} GiB memory; {}",
-            cores(),
-            memory_gib(),
-            crate::utc::now()
-        );
+        eprint!("{}", measure::render(&rows));
+        eprintln!("Machine: {}; {}", measure::machine(), crate::utc::now());
     }
     Ok(())
-}
-
-fn render(rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let secs = |s: &Stats| {
-                format!(
-                    "{:.3}{u} ({:.3}..{:.3})",
-                    s.median,
-                    s.min,
-                    s.max,
-                    u = r.unit
-                )
-            };
-            vec![
-                r.name.clone(),
-                secs(&r.ours),
-                r.baseline.as_ref().map_or(r.baseline_is.clone(), |b| {
-                    format!("{} {}", secs(b), r.baseline_is)
-                }),
-                r.ratio.map_or("-".into(), |x| format!("{x:.2}")),
-                r.target.clone(),
-                if r.met { "met".into() } else { "MISSED".into() },
-                format!(
-                    "{}{}",
-                    r.iterations,
-                    if r.note.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", r.note)
-                    }
-                ),
-            ]
-        })
-        .collect();
-    table::render(
-        &[
-            "bench",
-            "ours median (min..max)",
-            "baseline",
-            "ratio",
-            "target",
-            "verdict",
-            "runs",
-        ],
-        &cells,
-    )
-}
-
-fn ratio_row(
-    name: &str,
-    iterations: usize,
-    ours: &[Duration],
-    base: &[Duration],
-    baseline_is: &str,
-    max_ratio: f64,
-) -> Row {
-    let (o, b) = (stats(ours), stats(base));
-    let ratio = o.median / b.median;
-    Row {
-        name: name.into(),
-        unit: "s",
-        ours: o,
-        baseline: Some(b),
-        baseline_is: baseline_is.into(),
-        ratio: Some(ratio),
-        target: format!("ratio <= {max_ratio}"),
-        met: ratio <= max_ratio,
-        iterations,
-        note: String::new(),
-    }
-}
-
-fn absolute_row(
-    name: &str,
-    iterations: usize,
-    ours: &[Duration],
-    limit: Duration,
-    note: &str,
-) -> Row {
-    let o = stats(ours);
-    Row {
-        name: name.into(),
-        unit: "s",
-        ours: o,
-        baseline: None,
-        baseline_is: "-".into(),
-        ratio: None,
-        target: format!("< {} ms", limit.as_millis()),
-        met: o.median < limit.as_secs_f64(),
-        iterations,
-        note: note.into(),
-    }
 }
 
 fn validate_parallel(n: usize) -> anyhow::Result<Vec<Row>> {
@@ -395,26 +229,6 @@ fn startup(sh: &Shell, n: usize) -> anyhow::Result<Vec<Row>> {
             "warm",
         ),
     ])
-}
-
-/// Peak resident memory (KiB) and wall time of a command, from wait4(2).
-fn timed_with_rss(command: &mut Command) -> anyhow::Result<(Duration, u64)> {
-    let started = Instant::now();
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting a benchmark command")?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child; std never waits for it (we do not call wait).
-    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    let took = started.elapsed();
-    if waited < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{command:?} failed (status {status})");
-    }
-    Ok((took, usage.ru_maxrss as u64))
 }
 
 /// The files fetch-verify serves and trusts: a signed 1 GiB release under `base`.
@@ -653,41 +467,4 @@ fn cold_build(sh: &Shell) -> anyhow::Result<Vec<Row>> {
         iterations: 1,
         note: format!("{} crates", crates.len()),
     }])
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn memory_gib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| (kib + (1 << 19)) >> 20)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_take_the_middle_sample() {
-        let s = stats(&[
-            Duration::from_millis(30),
-            Duration::from_millis(10),
-            Duration::from_millis(20),
-        ]);
-        assert_eq!((s.min, s.median, s.max), (0.01, 0.02, 0.03));
-    }
-
-    #[test]
-    fn ratio_rows_judge_against_the_target() {
-        let fast = [Duration::from_millis(50)];
-        let slow = [Duration::from_millis(100)];
-        assert!(ratio_row("x", 1, &fast, &slow, "", 0.6).met);
-        assert!(!ratio_row("x", 1, &slow, &fast, "", 0.6).met);
-        assert!(absolute_row("x", 1, &fast, Duration::from_millis(60), "").met);
-    }
 }

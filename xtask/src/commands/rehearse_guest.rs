@@ -193,15 +193,7 @@ fn boot_and_check(
     let mut options =
         BootOptions::like_build(&overlay, &first_key.private_key, &work.join("boot-1"));
     options.ignition = Some(first_config);
-    let guest = boot::boot(sh, &options)?;
-    eprintln!(
-        "  SSH answered after {:.1} s",
-        guest.boot_to_ssh.as_secs_f64()
-    );
-    boots.push(Boot {
-        what: "first boot",
-        boot_to_ssh_seconds: guest.boot_to_ssh.as_secs_f64(),
-    });
+    let guest = boot_timed(sh, &options, "first boot", &mut boots)?;
     check_first_boot(sh, &guest, &masked, &mut checks)?;
     guest.shutdown(sh, SHUTDOWN_TIMEOUT)?;
 
@@ -209,20 +201,29 @@ fn boot_and_check(
     let mut options =
         BootOptions::like_build(&overlay, &first_key.private_key, &work.join("boot-2"));
     options.ignition = Some(second_config);
-    let guest = boot::boot(sh, &options)?;
-    eprintln!(
-        "  SSH answered after {:.1} s",
-        guest.boot_to_ssh.as_secs_f64()
-    );
-    boots.push(Boot {
-        what: "second boot",
-        boot_to_ssh_seconds: guest.boot_to_ssh.as_secs_f64(),
-    });
+    let guest = boot_timed(sh, &options, "second boot", &mut boots)?;
     check_second_boot(sh, &guest, &second_key.private_key, &masked, &mut checks)?;
     guest.shutdown(sh, SHUTDOWN_TIMEOUT)?;
 
     std::fs::remove_file(&overlay).with_context(|| format!("removing {}", overlay.display()))?;
     Ok((boots, checks))
+}
+
+/// Boots the guest and records, as `what`, how long SSH took to answer.
+fn boot_timed(
+    sh: &Shell,
+    options: &BootOptions,
+    what: &'static str,
+    boots: &mut Vec<Boot>,
+) -> anyhow::Result<RunningGuest> {
+    let guest = boot::boot(sh, options)?;
+    let seconds = guest.boot_to_ssh.as_secs_f64();
+    eprintln!("  SSH answered after {seconds:.1} s");
+    boots.push(Boot {
+        what,
+        boot_to_ssh_seconds: seconds,
+    });
+    Ok(guest)
 }
 
 fn make_key(sh: &Shell, dir: &Path, comment: &str) -> anyhow::Result<key::BuildKey> {
