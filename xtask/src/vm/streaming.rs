@@ -211,7 +211,7 @@ fn final_state(line: &str) -> &str {
 
 /// A thread that acts on Ctrl-C presses made while a command runs, and only those:
 /// a cleanup command run after an interrupted one is not stopped at once. The first
-/// press sends the command SIGINT, any later one SIGKILL.
+/// press sends the command's process group SIGINT, any later one SIGKILL.
 struct PressWatcher {
     done: Arc<AtomicBool>,
     killed: Arc<AtomicBool>,
