@@ -183,7 +183,8 @@ fn echo_lines(
             Ok(0) => return Ok(output),
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
-                let text = final_state(&text);
+                // A mirror URL's credentials never reach the screen or the log.
+                let text = crate::net::credentials::redact(final_state(&text));
                 if let Some(prefix) = prefix {
                     eprintln!("{prefix} | {text}");
                 }
@@ -191,7 +192,7 @@ fn echo_lines(
                     use std::io::Write;
                     let _ = writeln!(file, "{text}");
                 }
-                output.push_str(text);
+                output.push_str(&text);
                 output.push('\n');
             }
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
