@@ -3,9 +3,9 @@
 //! removing what may be absent, a lock on a directory being filled, and whether a
 //! path is an executable program.
 
-use std::fs::{File, Permissions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -127,10 +127,12 @@ pub struct DirLock {
 }
 
 /// Locks `dir` through the file `.lock` in it, waiting (and saying so) while
-/// another run holds it.
+/// another run holds it. The lock file is never truncated and never followed if
+/// it is a symbolic link: in a shared directory, a `.lock` planted to point at
+/// someone's file must not let a run (perhaps as root) write to that file.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
     let path = dir.join(".lock");
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let file = open_no_follow(OpenOptions::new().create(true).write(true), &path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -146,6 +148,21 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
         }
     }
     Ok(DirLock { _file: file })
+}
+
+/// Opens `path` with `options` unless it is a symbolic link (`O_NOFOLLOW`), so a
+/// link planted at a predictable name never redirects a write elsewhere.
+pub fn open_no_follow(options: &mut OpenOptions, path: &Path) -> anyhow::Result<File> {
+    match options.custom_flags(libc::O_NOFOLLOW).open(path) {
+        Ok(file) => Ok(file),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => anyhow::bail!(
+            "{} is a symbolic link where this program keeps a file of its own; someone \
+             planted it (it was not followed). Remove it, and check who else can write to {}",
+            path.display(),
+            parent(path).display()
+        ),
+        Err(err) => Err(err).with_context(|| format!("opening {}", path.display())),
+    }
 }
 
 /// Whether `path` is a regular file someone may execute.
@@ -242,6 +259,30 @@ mod tests {
         ));
         drop(lock);
         other.try_lock().unwrap();
+    }
+
+    #[test]
+    fn finding_3_a_planted_lock_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let entry = dir.path().join("entry");
+        std::fs::create_dir(&entry).unwrap();
+        std::os::unix::fs::symlink(&victim, entry.join(".lock")).unwrap();
+        let err = format!(
+            "{:#}",
+            lock_dir(&entry).err().expect("a symlink is refused")
+        );
+        assert!(
+            err.contains("is a symbolic link") && err.contains("Remove it"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A lock file of our own is reused as it is, never truncated.
+        std::fs::remove_file(entry.join(".lock")).unwrap();
+        std::fs::write(entry.join(".lock"), "x").unwrap();
+        drop(lock_dir(&entry).unwrap());
+        assert_eq!(std::fs::read_to_string(entry.join(".lock")).unwrap(), "x");
     }
 
     #[test]

@@ -1133,3 +1133,145 @@ fn finding_14_a_sha1_signature_is_refused() {
         .fails(1, &["digest algorithm refused as too weak", "deleted"]);
     assert_nothing_trusted(s.cache());
 }
+
+/// A `.part` planted as a link to someone's file: the download neither writes
+/// through it nor moves it into place with a record.
+#[test]
+fn finding_3_a_planted_part_symlink_is_not_followed() {
+    let s = setup();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let dir = s.cache().join("stable/4081.2.0/amd64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(format!("{IMG}.part"))).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"]))
+        .fails(1, &[&format!("{IMG}.part is a symbolic link"), "Remove it"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_nothing_trusted(s.cache());
+}
+
+/// A `.lock` planted as a link to someone's file is neither followed nor truncated.
+#[test]
+fn finding_3_a_planted_lock_symlink_in_the_cache_is_not_followed() {
+    let s = setup();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let dir = s.cache().join("stable/4081.2.0/amd64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(".lock")).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).fails(1, &[".lock is a symbolic link"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_nothing_trusted(s.cache());
+}
+
+/// A cache entry directory others can write to, or one that is a link out of
+/// the cache, is refused before anything is downloaded into it.
+#[test]
+fn finding_3_a_cache_directory_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let version_dir = s.cache().join("stable/4081.2.0");
+    std::fs::create_dir_all(&version_dir).unwrap();
+    std::fs::set_permissions(&version_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).fails(
+        1,
+        &[
+            &format!("{} is writable by other users", version_dir.display()),
+            "chmod go-w",
+        ],
+    );
+    assert_eq!(s.server.requests_for(&image_url_path("4081.2.0")), []);
+
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir(&version_dir).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &version_dir).unwrap();
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).fails(1, &["is not a directory"]);
+    assert_eq!(files_under(outside.path()), Vec::<PathBuf>::new());
+    assert_nothing_trusted(s.cache());
+}
+
+/// A redirect is followed and the URL that served the bytes is recorded (stdout
+/// and the cache record); a redirect loop ends after three hops. (An https to
+/// http downgrade is refused too: see `net::download`'s unit test, as the test
+/// bed serves http only.)
+#[test]
+fn finding_5_redirects_are_capped_and_the_final_url_is_recorded() {
+    let s = setup();
+    let path = image_url_path("4081.2.0");
+    s.server
+        .redirect(&path, 302, &format!("{path}?via=mirror"), 1);
+    let run = Run::of(s.fetch().args(["stable", "4081.2.0", "--format", "json"])).ok();
+    let final_url = format!("{}{path}?via=mirror", s.server.url());
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["final_url"], final_url.as_str(), "{}", run.stdout);
+    let record = cached_image(s.cache(), "4081.2.0").with_file_name(format!("{IMG}.verified.json"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["final_url"], final_url.as_str());
+    // The cache hit says the same.
+    let run = Run::of(s.fetch().args(["stable", "4081.2.0", "--format", "json"])).ok();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["final_url"], final_url.as_str());
+
+    let s = setup();
+    s.server.redirect(&path, 301, &path, 10);
+    Run::of(s.fetch().args(["stable", "4081.2.0"])).fails(1, &["redirected more than 3 times"]);
+    assert_eq!(s.server.requests_for(&path).len(), 4);
+    assert_nothing_trusted(s.cache());
+}
+
+/// An endless body without a Content-Length stops at the cap and leaves nothing.
+#[test]
+fn finding_6_an_endless_body_stops_at_the_size_cap_and_leaves_nothing() {
+    let s = setup();
+    let path = image_url_path("4081.2.0");
+    s.server.endless_body(&path);
+    let cap = 4 * MIB;
+    Run::of(
+        s.fetch()
+            .args(["stable", "4081.2.0"])
+            .env("FLATCAR_MAX_IMAGE_SIZE", cap.to_string()),
+    )
+    .fails(
+        1,
+        &[
+            &format!("sent more than the {cap} bytes allowed (--max-image-size)"),
+            "deleted",
+        ],
+    );
+    assert_nothing_trusted(s.cache());
+    assert_no_partial_download(s.cache());
+}
+
+/// A server that stops sending without closing ends at the stall timeout, and
+/// retries end at the overall deadline.
+#[test]
+fn finding_6_a_stalled_download_ends_at_the_stall_timeout_and_the_deadline() {
+    let s = setup();
+    let path = image_url_path("4081.2.0");
+    s.server.stall_after(&path, MIB);
+    let started = std::time::Instant::now();
+    Run::of(s.fetch().args([
+        "stable",
+        "4081.2.0",
+        "--retries",
+        "0",
+        "--stall-timeout",
+        "1",
+    ]))
+    .fails(1, &["no data for 1 s", "(--stall-timeout)"]);
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    assert_nothing_trusted(s.cache());
+
+    let run = Run::of(
+        s.fetch()
+            .args(["stable", "4081.2.0", "--stall-timeout", "1"])
+            .env("FLATCAR_RETRIES", "10")
+            .env("FLATCAR_DOWNLOAD_DEADLINE", "1"),
+    )
+    .fails(1, &["the deadline of 1 s (--download-deadline) would pass"]);
+    assert!(!run.stderr.contains("gave up after 11"), "{}", run.stderr);
+    assert_nothing_trusted(s.cache());
+}

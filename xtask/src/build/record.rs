@@ -30,6 +30,10 @@ pub struct BuildRecord {
     pub accelerator: Accelerator,
     /// The verified Flatcar image the build started from (none for an AMI).
     pub base_image: Option<Artifact>,
+    /// The URL that served the base image, after redirects (when it was downloaded
+    /// by this version of the xtask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image_url: Option<String>,
     /// The key whose signature vouched for the base image (none for an AMI or
     /// with `--insecure-skip-signature`).
     #[serde(default)]
@@ -56,6 +60,7 @@ pub struct SignedBy {
 /// What only the finished build knows.
 pub struct Finished {
     pub base_image: Option<Artifact>,
+    pub base_image_url: Option<String>,
     pub base_image_signed_by: Option<SignedBy>,
     pub outputs: Vec<Artifact>,
     pub build_ssh_public_key: String,
@@ -70,6 +75,7 @@ impl BuildRecord {
             recipe: plan.recipe.clone(),
             accelerator: plan.accelerator.unwrap_or(Accelerator::Tcg),
             base_image: finished.base_image,
+            base_image_url: finished.base_image_url,
             base_image_signed_by: finished.base_image_signed_by,
             outputs: finished.outputs,
             build_ssh_public_key: finished.build_ssh_public_key,
@@ -118,6 +124,7 @@ mod tests {
                 file: "flatcar_production_qemu_image.img".into(),
                 sha512: "ab".into(),
             }),
+            base_image_url: Some("https://mirror.example/flatcar_production_qemu_image.img".into()),
             base_image_signed_by: None,
             outputs: vec![Artifact {
                 file: "flatcar-stable-4081.2.0-kube-v1.36.1".into(),

@@ -240,6 +240,7 @@ fn record_build(
             base_image_signed_by: image
                 .as_ref()
                 .and_then(|image| signed_by(image, &planned.options.signature)),
+            base_image_url: image.as_ref().map(|image| image.final_url.clone()),
             base_image: image.map(|image| Artifact {
                 file: image.path.display().to_string(),
                 sha512: image.sha512,
@@ -750,6 +751,7 @@ mod tests {
             size: 1,
             sha512: "ab".into(),
             source_url: "http://mirror.example/img".into(),
+            final_url: "http://mirror.example/img".into(),
             signature: Some(flatcar::fetch::SignatureRecord {
                 primary_key: primary.into(),
                 signing_key: "SUBKEY".into(),

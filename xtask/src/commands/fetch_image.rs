@@ -3,6 +3,7 @@
 //! already verified. The work is in the `flatcar` library module.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
@@ -12,7 +13,7 @@ use crate::flatcar::{
     self, Arch, Channel, FetchOptions, ReleaseServer, SignaturePolicy, Variant, VerifiedImage,
     VersionRequest,
 };
-use crate::net::download::ProgressStyle;
+use crate::net::download::{Limits, ProgressStyle};
 use crate::output::Format;
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +86,15 @@ pub struct FetchImageArgs {
     /// How often to retry a transient network failure (connection reset, 5xx).
     #[arg(long, value_name = "N", env = "FLATCAR_RETRIES", default_value_t = 4)]
     pub retries: u32,
+    /// The most bytes the image download may have (an endless stream is stopped and deleted).
+    #[arg(long, value_name = "BYTES", env = "FLATCAR_MAX_IMAGE_SIZE", default_value_t = Limits::default().max_size)]
+    pub max_image_size: u64,
+    /// Seconds without a byte after which a download attempt is given up (and retried).
+    #[arg(long, value_name = "SECONDS", env = "FLATCAR_STALL_TIMEOUT", default_value_t = Limits::default().stall_timeout.as_secs())]
+    pub stall_timeout: u64,
+    /// Seconds the whole download may take, retries included.
+    #[arg(long, value_name = "SECONDS", env = "FLATCAR_DOWNLOAD_DEADLINE", default_value_t = Limits::default().deadline.as_secs())]
+    pub download_deadline: u64,
     /// No progress or notes on stderr (errors and warnings still appear).
     #[arg(long, short, env = "FLATCAR_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: bool,
@@ -130,6 +140,11 @@ impl FetchImageArgs {
             offline: self.offline,
             verify_cache: self.verify_cache,
             retries: self.retries,
+            limits: Limits {
+                max_size: self.max_image_size,
+                stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
+                deadline: Duration::from_secs(self.download_deadline.max(1)),
+            },
             progress: ProgressStyle::for_stderr(self.quiet),
         })
     }
@@ -197,6 +212,7 @@ fn render_json(image: &VerifiedImage) -> serde_json::Value {
         "size": image.size,
         "sha512": image.sha512,
         "source_url": image.source_url,
+        "final_url": image.final_url,
         "from_cache": image.from_cache,
         "signature": image.signature,
     })
@@ -217,6 +233,7 @@ mod tests {
             sha512: "ab".repeat(64),
             source_url: "http://m/stable/amd64-usr/4081.2.0/flatcar_production_qemu_image.img"
                 .into(),
+            final_url: "https://m2/flatcar_production_qemu_image.img".into(),
             signature: None,
             from_cache: true,
         }
@@ -243,6 +260,7 @@ mod tests {
             [
                 "arch",
                 "channel",
+                "final_url",
                 "from_cache",
                 "path",
                 "sha512",

@@ -8,7 +8,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+
+use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -42,6 +44,91 @@ pub fn entry_dir(root: &Path, channel: Channel, version: Version, arch: Arch) ->
     root.join(channel.name())
         .join(version.to_string())
         .join(arch.name())
+}
+
+/// Creates `dir` (the cache root or a directory below it) and checks that `root`
+/// and every directory from it down to `dir` belongs to the user running this
+/// and is not writable by others: whoever can write there can plant links and
+/// swap files between our checks. New directories get mode 0755.
+pub fn prepare_dir(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    let below = dir.strip_prefix(root).with_context(|| {
+        format!(
+            "{} is not inside the cache {}",
+            dir.display(),
+            root.display()
+        )
+    })?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o755);
+    builder
+        .create(root)
+        .with_context(|| format!("creating {}", root.display()))?;
+    // The root may be a link the user chose; nothing below it may be.
+    let meta = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    check_private(root, &meta)?;
+    let mut path = root.to_path_buf();
+    for part in below.components() {
+        path.push(part);
+        match std::fs::DirBuilder::new().mode(0o755).create(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err).with_context(|| format!("creating {}", path.display())),
+        }
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !meta.is_dir() {
+            bail!(
+                "{} is not a directory (a symbolic link or a file stands there); the cache \
+                 follows no links below its root. Remove it, and check who else can write to {}",
+                path.display(),
+                root.display()
+            );
+        }
+        check_private(&path, &meta)?;
+    }
+    Ok(())
+}
+
+fn check_private(dir: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "the cache directory {} belongs to user {}, not to the user running this ({me}): \
+             another user could swap the files this run verifies. Use a cache directory of \
+             your own (--cache-dir), or run as its owner",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the cache directory {} is writable by other users (mode {:o}): they could plant \
+             links or swap the files this run verifies. Run `chmod go-w {}`, or use a cache \
+             directory of your own (--cache-dir)",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to vouch for `image` unless it is a regular file, not a link: a
+/// record is only ever written for a file inside the cache.
+pub fn ensure_regular_file(image: &Path) -> anyhow::Result<()> {
+    let meta =
+        std::fs::symlink_metadata(image).with_context(|| format!("reading {}", image.display()))?;
+    if !meta.file_type().is_file() {
+        bail!(
+            "{} is not a regular file (a symbolic link or another kind of file was put there \
+             during the download); nothing was recorded as verified. Remove it, and check who \
+             else can write to {}",
+            image.display(),
+            image.parent().unwrap_or(Path::new("/")).display()
+        );
+    }
+    Ok(())
 }
 
 /// The versions of `channel` for `arch` that have a directory in the cache,
@@ -85,6 +172,9 @@ pub struct Record {
     pub sha512: String,
     /// The URL the bytes came from (for a `.bz2`, the compressed file).
     pub source_url: String,
+    /// The URL that served the bytes after redirects (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_url: Option<String>,
     /// SHA-512 of the bytes downloaded, when that is not the cached file (.bz2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_sha512: Option<String>,
@@ -162,7 +252,13 @@ pub fn check_cached(image: &Path, expected: &Expected<'_>) -> Result<Record, Mis
             record.file
         )));
     }
-    let size = match std::fs::metadata(image) {
+    let size = match std::fs::symlink_metadata(image) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(Miss::Stale(format!(
+                "{} is not a regular file (a symbolic link?)",
+                image.display()
+            )))
+        }
         Ok(meta) => meta.len(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Err(Miss::Stale(format!("{} is missing", image.display())))

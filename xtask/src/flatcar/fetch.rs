@@ -17,7 +17,7 @@ use super::digests::{parse_digests, HashAlgorithm};
 use super::release::{
     resolve_release, Arch, Channel, Release, ReleaseServer, Variant, Version, VersionRequest,
 };
-use crate::net::download::{Fetched, HttpClient, Observer, ProgressStyle};
+use crate::net::download::{Fetched, HttpClient, Limits, Observer, ProgressStyle};
 use crate::net::openpgp::{Fingerprint, GoodSignature, Keyring, StreamingCheck};
 use crate::{fsx, hex, utc};
 
@@ -86,6 +86,8 @@ pub struct FetchOptions {
     pub verify_cache: bool,
     /// Retries for transient network failures.
     pub retries: u32,
+    /// Size and time limits of every download.
+    pub limits: Limits,
     pub progress: ProgressStyle,
 }
 
@@ -112,6 +114,8 @@ pub struct VerifiedImage {
     /// Lower-case hex SHA-512 of the file at `path`.
     pub sha512: String,
     pub source_url: String,
+    /// Where the bytes finally came from, after redirects.
+    pub final_url: String,
     /// `None` only with [`SignaturePolicy::InsecureSkip`].
     pub signature: Option<SignatureRecord>,
     /// Found in the cache: nothing was downloaded.
@@ -269,8 +273,10 @@ fn pinned_keyring(
         }
     };
     let keyring = Keyring::from_armored(sh, &bytes, key_url, Some(pinned))?;
-    std::fs::create_dir_all(cached.parent().expect("key path has a parent"))
-        .with_context(|| format!("creating {}", cached.display()))?;
+    cache::prepare_dir(
+        &opts.cache_dir,
+        cached.parent().expect("key path has a parent"),
+    )?;
     fsx::write_atomically(&cached, &bytes)?;
     Ok((keyring, bytes, true))
 }
@@ -317,7 +323,7 @@ pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
 }
 
 fn resolve_online(opts: &FetchOptions) -> anyhow::Result<Release> {
-    let client = HttpClient::new(opts.retries, opts.progress);
+    let client = HttpClient::with_limits(opts.retries, opts.progress, opts.limits);
     let release = resolve_release(&client, &opts.server, opts.channel, opts.version, opts.arch)?;
     if opts.version == VersionRequest::Current {
         say(
@@ -385,7 +391,7 @@ pub fn fetch_image(
              only as far as you trust that key."
         );
     }
-    let client = HttpClient::new(opts.retries, opts.progress);
+    let client = HttpClient::with_limits(opts.retries, opts.progress, opts.limits);
     let mut trust = Trust::new(&opts.signature)?;
     let file_name = opts.variant.image_file_name();
     let dir = cache::entry_dir(
@@ -412,7 +418,7 @@ pub fn fetch_image(
         return Err(not_in_cache(opts, release.version));
     }
 
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    cache::prepare_dir(&opts.cache_dir, &dir)?;
     let _lock = fsx::lock_dir(&dir)?;
     // Another run may have filled the entry while we waited for the lock.
     if cached(opts, &image, &trust)?.is_none() {
@@ -454,6 +460,9 @@ fn hit(opts: &FetchOptions, release: &Release, image: &Path) -> anyhow::Result<V
         path: image.to_path_buf(),
         size: record.size,
         sha512: record.sha512,
+        final_url: record
+            .final_url
+            .unwrap_or_else(|| record.source_url.clone()),
         source_url: record.source_url,
         signature: record.signature.map(|b| SignatureRecord {
             primary_key: b.primary_key,
@@ -718,8 +727,8 @@ fn download_verified(
         SignatureSource::Detached { url, .. } => url.as_str(),
         _ => "",
     };
-    let size = match downloaded {
-        Ok(Fetched::Found(size)) => size,
+    let (size, final_url) = match downloaded {
+        Ok(Fetched::Found(done)) => (done.size, done.final_url),
         Ok(Fetched::NotFound(status)) => {
             discard(&[&part])?;
             bail!(
@@ -834,6 +843,7 @@ fn download_verified(
         size: final_size,
         sha512: final_sha512.clone(),
         source_url: artifact_url.clone(),
+        final_url: Some(final_url.clone()),
         source_sha512,
         signature: binding,
         verified_at: std::time::SystemTime::now()
@@ -841,6 +851,7 @@ fn download_verified(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
+    cache::ensure_regular_file(&image)?;
     let json = serde_json::to_vec_pretty(&record).context("encoding the cache record")?;
     fsx::write_atomically(&cache::record_path(&image), &json)?;
     Ok(VerifiedImage {
@@ -852,6 +863,7 @@ fn download_verified(
         size: final_size,
         sha512: final_sha512,
         source_url: artifact_url,
+        final_url,
         signature: good.map(|g| SignatureRecord {
             primary_key: g.primary_key.to_string(),
             signing_key: g.signing_key.to_string(),

@@ -15,6 +15,62 @@ use anyhow::{bail, Context};
 const SMALL_FILE_LIMIT: u64 = 16 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 
+/// More redirects than a mirror setup needs are a loop or a detour.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// Where a redirect from `from` to `location` leads: `location` resolved
+/// against `from` (absolute, `//host/...`, `/path` or a relative path). An
+/// https URL may only lead to https: a downgrade would let anyone on the path
+/// serve the bytes (and see what is asked).
+pub fn redirect_target(from: &str, location: &str) -> Result<String, String> {
+    let (scheme, rest) = from
+        .split_once("://")
+        .ok_or_else(|| format!("{from} is not an absolute URL"))?;
+    let location = location.trim();
+    let target = if location.contains("://") {
+        location.to_owned()
+    } else if let Some(authority_path) = location.strip_prefix("//") {
+        format!("{scheme}://{authority_path}")
+    } else {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        if location.starts_with('/') {
+            format!("{scheme}://{authority}{location}")
+        } else {
+            let path = rest.split(['?', '#']).next().unwrap_or(rest);
+            let dir = &path[..path.rfind('/').map_or(path.len(), |i| i + 1)];
+            let dir = if dir == authority {
+                format!("{dir}/")
+            } else {
+                dir.to_owned()
+            };
+            format!("{scheme}://{dir}{location}")
+        }
+    };
+    let target_scheme = target
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    match (
+        scheme.to_ascii_lowercase().as_str(),
+        target_scheme.as_deref(),
+    ) {
+        ("https", Some("https")) | ("http", Some("http" | "https")) => Ok(target),
+        ("https", Some("http")) => Err(format!(
+            "refusing the redirect from https to plain http ({target}): the download would \
+             lose its transport security; fix the mirror or use its https URL"
+        )),
+        _ => Err(format!(
+            "refusing the redirect to {target}: only http(s) is followed"
+        )),
+    }
+}
+
+/// A finished download: its size and the URL that finally served it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    pub size: u64,
+    pub final_url: String,
+}
+
 /// The outcome of a request for something that may legitimately be absent.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched<T> {
@@ -55,10 +111,34 @@ impl ProgressStyle {
     }
 }
 
+/// How long and how much one download may take, so that neither an endless
+/// stream nor a trickle can hold a run (or fill a disk) for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes a download may have, announced or not.
+    pub max_size: u64,
+    /// No byte for this long ends an attempt (retried like a broken connection).
+    pub stall_timeout: Duration,
+    /// The whole download, retries included, ends after this.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            // Flatcar's QEMU images are about 0.5-1.5 GiB; ten times that is a bug or an attack.
+            max_size: 16 << 30,
+            stall_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
 /// A blocking HTTP client with the project's timeouts and retry policy.
 pub struct HttpClient {
     agent: ureq::Agent,
     retries: u32,
+    limits: Limits,
     first_backoff: Duration,
     pub progress: ProgressStyle,
 }
@@ -73,13 +153,22 @@ impl HttpClient {
     /// `retries`: how many times a transient failure is retried (with doubling
     /// backoff from half a second) before giving up.
     pub fn new(retries: u32, progress: ProgressStyle) -> HttpClient {
+        HttpClient::with_limits(retries, progress, Limits::default())
+    }
+
+    /// [`HttpClient::new`] with other size and time limits.
+    pub fn with_limits(retries: u32, progress: ProgressStyle, limits: Limits) -> HttpClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             // Statuses are ours to judge: a 404 is an answer, a 503 a reason to retry.
             .http_status_as_error(false)
+            // Redirects are followed by `request`, which refuses https -> http and
+            // knows where the bytes finally came from.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_recv_response(Some(limits.stall_timeout))
             // A stalled transfer, not a slow one: each read must make progress.
-            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(limits.stall_timeout))
             .user_agent(concat!(
                 "flatcar-capi-builder-xtask/",
                 env!("CARGO_PKG_VERSION")
@@ -89,6 +178,7 @@ impl HttpClient {
         HttpClient {
             agent,
             retries,
+            limits,
             first_backoff: Duration::from_millis(500),
             progress,
         }
@@ -108,6 +198,7 @@ impl HttpClient {
         mut attempt: impl FnMut(&mut bool) -> Result<T, Failure>,
     ) -> anyhow::Result<T> {
         let mut failures = 0;
+        let started = Instant::now();
         loop {
             let mut progressed = false;
             match attempt(&mut progressed) {
@@ -121,6 +212,13 @@ impl HttpClient {
                         );
                     }
                     let wait = self.backoff(failures);
+                    if started.elapsed() + wait > self.limits.deadline {
+                        bail!(
+                            "downloading {url} failed: {reason}; no retry, the deadline of {} s \
+                             (--download-deadline) would pass",
+                            self.limits.deadline.as_secs()
+                        );
+                    }
                     if self.progress != ProgressStyle::Quiet {
                         clear_bar(self.progress);
                         eprintln!(
@@ -135,22 +233,46 @@ impl HttpClient {
         }
     }
 
+    /// GETs `url`, following at most [`MAX_REDIRECTS`] redirects and never from
+    /// https to http. Returns the response and the URL that gave it.
     fn request(
         &self,
         url: &str,
         range_from: u64,
-    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut request = self.agent.get(url);
-        if range_from > 0 {
-            request = request.header("Range", format!("bytes={range_from}-"));
+    ) -> Result<(ureq::http::Response<ureq::Body>, String), Failure> {
+        let mut current = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.agent.get(&current);
+            if range_from > 0 {
+                request = request.header("Range", format!("bytes={range_from}-"));
+            }
+            let response = request.call().map_err(|err| classify(&current, err))?;
+            if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+                return Ok((response, current));
+            }
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    Failure::Permanent(anyhow::anyhow!(
+                        "{current} answered {} without a Location to go to",
+                        status_line(response.status())
+                    ))
+                })?;
+            current = redirect_target(&current, location)
+                .map_err(|reason| Failure::Permanent(anyhow::anyhow!("{url}: {reason}")))?;
         }
-        request.call().map_err(|err| classify(url, err))
+        Err(Failure::Permanent(anyhow::anyhow!(
+            "{url} redirected more than {MAX_REDIRECTS} times (last to {current}); \
+             a release server does not need that many: check the URL or the mirror"
+        )))
     }
 
     /// GETs a small file into memory.
     pub fn get_small(&self, url: &str) -> anyhow::Result<Fetched<Vec<u8>>> {
         self.with_retries(url, |_| {
-            let response = self.request(url, 0)?;
+            let (response, _) = self.request(url, 0)?;
             let status = response.status();
             if let Some(not_found) = not_found(status) {
                 return Ok(Fetched::NotFound(not_found));
@@ -174,25 +296,29 @@ impl HttpClient {
 
     /// Downloads `url` into `part`, resuming after the bytes `part` already
     /// holds (they are replayed to `observer` first, so it sees the whole file).
-    /// Returns the file's size; the file is synced to disk.
+    /// Returns the file's size and final URL; the file is synced to disk.
     pub fn download(
         &self,
         url: &str,
         part: &Path,
         observer: &mut dyn Observer,
-    ) -> anyhow::Result<Fetched<u64>> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(part)
-            .with_context(|| format!("opening {}", part.display()))?;
+    ) -> anyhow::Result<Fetched<Downloaded>> {
+        // Never through a link planted at the predictable `.part` name.
+        let mut file = crate::fsx::open_no_follow(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+            part,
+        )?;
         let mut have = replay(&mut file, part, observer)?;
         let name = url.rsplit('/').next().unwrap_or(url);
         let mut progress = Progress::new(self.progress, name, have);
+        let deadline = Instant::now() + self.limits.deadline;
+        let max_size = self.limits.max_size;
         let outcome = self.with_retries(url, |progressed| {
-            let response = self.request(url, have)?;
+            let (response, final_url) = self.request(url, have)?;
             let status = response.status().as_u16();
             if let Some(not_found) = not_found(response.status()) {
                 return Ok(Fetched::NotFound(not_found));
@@ -236,7 +362,10 @@ impl HttpClient {
                         .and_then(|v| v.trim().strip_prefix("bytes */"))
                         .and_then(|v| v.trim().parse::<u64>().ok());
                     if size == Some(have) {
-                        return Ok(Fetched::Found(have));
+                        return Ok(Fetched::Found(Downloaded {
+                            size: have,
+                            final_url,
+                        }));
                     }
                     progress.note("the partial download does not fit the file on the server; starting over");
                     start_over(&mut file, part, observer, &mut have)?;
@@ -250,6 +379,13 @@ impl HttpClient {
                     )));
                 }
             };
+            if let Some(total) = total.filter(|&t| t > max_size) {
+                let _ = std::fs::remove_file(part);
+                return Err(Failure::Permanent(anyhow::anyhow!(
+                    "{url} announces {total} bytes, more than the {max_size} allowed \
+                     (--max-image-size); nothing was kept"
+                )));
+            }
             progress.set_total(total);
             let mut reader = response.into_body().into_reader();
             let mut buffer = vec![0u8; CHUNK];
@@ -257,6 +393,12 @@ impl HttpClient {
                 let n = match reader.read(&mut buffer) {
                     Ok(0) => break,
                     Ok(n) => n,
+                    Err(err) if is_timeout(&err) => {
+                        return Err(Failure::Transient(format!(
+                            "no data for {} s after {have} bytes (--stall-timeout)",
+                            self.limits.stall_timeout.as_secs()
+                        )));
+                    }
                     Err(err) => {
                         let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
                         return Err(Failure::Transient(format!(
@@ -264,6 +406,21 @@ impl HttpClient {
                         )));
                     }
                 };
+                if have + n as u64 > max_size {
+                    // An endless stream: what came so far is not the file.
+                    let _ = std::fs::remove_file(part);
+                    return Err(Failure::Permanent(anyhow::anyhow!(
+                        "{url} sent more than the {max_size} bytes allowed (--max-image-size); \
+                         the download was stopped and deleted"
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(Failure::Permanent(anyhow::anyhow!(
+                        "downloading {url} took longer than the deadline of {} s \
+                         (--download-deadline); {have} bytes are kept for the next run to resume",
+                        self.limits.deadline.as_secs()
+                    )));
+                }
                 let chunk = &buffer[..n];
                 if let Err(err) = file.write_all(chunk) {
                     // Out of space: a partial file would only make it worse.
@@ -285,7 +442,10 @@ impl HttpClient {
                 Some(total) if have > total => Err(Failure::Permanent(anyhow::anyhow!(
                     "{url} sent {have} bytes, more than the {total} it announced"
                 ))),
-                _ => Ok(Fetched::Found(have)),
+                _ => Ok(Fetched::Found(Downloaded {
+                    size: have,
+                    final_url,
+                })),
             }
         });
         progress.finish(matches!(outcome, Ok(Fetched::Found(_))));
@@ -402,6 +562,15 @@ fn classify(url: &str, err: ureq::Error) -> Failure {
         | ureq::Error::ConnectionFailed => Failure::Transient(err.to_string()),
         other => Failure::Permanent(anyhow::anyhow!("{url}: {other}")),
     }
+}
+
+/// A read that waited `--stall-timeout` for a byte.
+fn is_timeout(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::TimedOut
+        || matches!(
+            err.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>()),
+            Some(ureq::Error::Timeout(_))
+        )
 }
 
 fn is_unreachable(err: &std::io::Error) -> bool {
@@ -609,6 +778,43 @@ mod tests {
         // `.invalid` is reserved never to resolve (RFC 6761): the resolver answers at
         // once and no connection is attempted anywhere.
         assert_fails_fast_as_unreachable("http://releases.example.invalid/packer/");
+    }
+
+    #[test]
+    fn finding_5_redirects_resolve_and_never_downgrade_to_http() {
+        let from = "https://mirror.example/stable/amd64-usr/1.2.3/f.img?x=1";
+        assert_eq!(
+            redirect_target(from, "https://cdn.example/f.img").as_deref(),
+            Ok("https://cdn.example/f.img")
+        );
+        assert_eq!(
+            redirect_target(from, "//cdn.example/a/f.img").as_deref(),
+            Ok("https://cdn.example/a/f.img")
+        );
+        assert_eq!(
+            redirect_target(from, "/other/f.img").as_deref(),
+            Ok("https://mirror.example/other/f.img")
+        );
+        assert_eq!(
+            redirect_target(from, "g.img").as_deref(),
+            Ok("https://mirror.example/stable/amd64-usr/1.2.3/g.img")
+        );
+        assert_eq!(
+            redirect_target("http://h:8080", "x").as_deref(),
+            Ok("http://h:8080/x")
+        );
+        assert_eq!(
+            redirect_target("http://h/a", "https://h/b").as_deref(),
+            Ok("https://h/b")
+        );
+        let downgrade = redirect_target(from, "http://cdn.example/f.img").unwrap_err();
+        assert!(
+            downgrade.contains("from https to plain http"),
+            "{downgrade}"
+        );
+        assert!(redirect_target(from, "HTTP://cdn.example/f.img").is_err());
+        assert!(redirect_target(from, "file:///etc/passwd").is_err());
+        assert!(redirect_target(from, "ftp://x/f").is_err());
     }
 
     #[test]

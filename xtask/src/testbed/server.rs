@@ -29,7 +29,7 @@ pub struct Request {
 }
 
 /// A misbehaviour for one path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Fault {
     /// Send this many body bytes, then close the connection.
     DropAfter(u64),
@@ -37,6 +37,13 @@ enum Fault {
     TruncateAt(u64),
     /// Answer with this status and an empty body.
     Status(u16),
+    /// Answer with this redirect status and `Location`.
+    Redirect(u16, String),
+    /// Send this many body bytes, then nothing more while keeping the connection
+    /// open (until the client hangs up, or a minute passes).
+    StallAfter(u64),
+    /// No `Content-Length`: the file's bytes over and over, until the client hangs up.
+    Endless,
 }
 
 #[derive(Debug)]
@@ -65,7 +72,7 @@ impl State {
         if let Some(n) = entry.remaining.as_mut() {
             *n -= 1;
         }
-        Some(entry.fault)
+        Some(entry.fault.clone())
     }
 }
 
@@ -168,6 +175,26 @@ impl FileServer {
     /// The next `times` requests of `path` are answered with `status`.
     pub fn fail_with_status(&self, path: &str, status: u16, times: usize) {
         self.add_fault(path, Fault::Status(status), Some(times));
+    }
+
+    /// The next `times` requests of `path` are redirected with `status` to `location`.
+    pub fn redirect(&self, path: &str, status: u16, location: &str, times: usize) {
+        self.add_fault(
+            path,
+            Fault::Redirect(status, location.to_owned()),
+            Some(times),
+        );
+    }
+
+    /// Every request of `path` gets `bytes` body bytes, then silence on an open
+    /// connection: a stalled transfer.
+    pub fn stall_after(&self, path: &str, bytes: u64) {
+        self.add_fault(path, Fault::StallAfter(bytes), None);
+    }
+
+    /// Every request of `path` gets an endless body without a `Content-Length`.
+    pub fn endless_body(&self, path: &str) {
+        self.add_fault(path, Fault::Endless, None);
     }
 
     fn add_fault(&self, path: &str, fault: Fault, remaining: Option<usize>) {
@@ -348,11 +375,19 @@ impl Answer {
 fn decide(
     request: &RequestHead,
     len: Option<u64>,
-    fault: Option<Fault>,
+    fault: Option<&Fault>,
     ignore_range: bool,
 ) -> Answer {
-    if let Some(Fault::Status(status)) = fault {
-        return Answer::empty(status, "Injected Fault");
+    match fault {
+        Some(Fault::Status(status)) => return Answer::empty(*status, "Injected Fault"),
+        Some(Fault::Redirect(status, location)) => {
+            return Answer::Empty {
+                status: *status,
+                reason: "Injected Redirect",
+                headers: format!("Location: {location}\r\n"),
+            }
+        }
+        _ => {}
     }
     if request.method != "GET" && request.method != "HEAD" {
         return Answer::Empty {
@@ -418,7 +453,7 @@ fn serve_connection(mut stream: TcpStream, root: &Path, state: &Mutex<State>) {
         let fault = state.take_fault(&path);
         let answer = match resolved {
             None => Answer::empty(400, "Bad Request"),
-            Some(_) => decide(&request, len, fault, state.ignore_range),
+            Some(_) => decide(&request, len, fault.as_ref(), state.ignore_range),
         };
         state.requests.push(Request {
             method: request.method.clone(),
@@ -470,23 +505,55 @@ fn respond(
         ("OK", String::new())
     };
     let accept = if ignore_range { "none" } else { "bytes" };
+    let length = match fault {
+        Some(Fault::Endless) => String::new(),
+        _ => format!("Content-Length: {}\r\n", end - start),
+    };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/octet-stream\r\n\
-         Accept-Ranges: {accept}\r\n{range_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        end - start
+         Accept-Ranges: {accept}\r\n{range_header}{length}Connection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes())?;
     let Some(mut file) = body else {
         return stream.flush();
     };
-    let send_until = match fault {
-        Some(Fault::DropAfter(bytes)) => (start + bytes).min(end),
-        Some(Fault::TruncateAt(offset)) => offset.clamp(start, end),
+    let send_until = match &fault {
+        Some(Fault::DropAfter(bytes)) | Some(Fault::StallAfter(bytes)) => (start + bytes).min(end),
+        Some(Fault::TruncateAt(offset)) => (*offset).clamp(start, end),
         _ => end,
     };
-    file.seek(SeekFrom::Start(start))?;
-    std::io::copy(&mut (&mut file).take(send_until - start), stream)?;
-    stream.flush()
+    loop {
+        file.seek(SeekFrom::Start(start))?;
+        std::io::copy(&mut (&mut file).take(send_until - start), stream)?;
+        if fault != Some(Fault::Endless) {
+            break;
+        }
+    }
+    stream.flush()?;
+    if let Some(Fault::StallAfter(_)) = fault {
+        wait_for_hang_up(stream);
+    }
+    Ok(())
+}
+
+/// Keeps a connection open without sending, until the client closes it (or a
+/// minute passes, so no thread outlives a test for long).
+fn wait_for_hang_up(stream: &mut TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut byte = [0u8; 1];
+    while std::time::Instant::now() < until {
+        match stream.read(&mut byte) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]
