@@ -774,3 +774,51 @@ fn an_unresolvable_release_server_fails_fast_and_the_other_components_still_run(
     assert!(!err.contains("retrying"), "{err}");
     s.assert_nothing_installed();
 }
+
+/// A key named with FLATCAR_HASHICORP_KEY replaces the pinned one: every install
+/// says so on stderr, and the install record keeps it.
+#[test]
+fn finding_7_a_replaced_hashicorp_key_is_warned_about_and_recorded() {
+    let s = Setup::new();
+    s.publish(STAND_IN, None, &s.signer);
+    let no_packer = path_without(&["packer"]);
+    let out = s.run(
+        &["deps", "--install", "--for", "validate"],
+        Some(no_packer.path()),
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "WARNING: Packer's release checksums are checked against the key in {}",
+            s.key_file.display()
+        )) && stderr.contains(
+            "NOT HashiCorp's pinned release key C874011F0AB405110D02105534365D9472D7468F"
+        ),
+        "{stderr}"
+    );
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(s.toolchain().join("installed/packer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["trust_anchor"],
+        format!(
+            "the key in {} (--hashicorp-key / FLATCAR_HASHICORP_KEY)",
+            s.key_file.display()
+        )
+        .as_str(),
+        "{record:#}"
+    );
+    // Already installed: the next run still says it.
+    let again = s.run(
+        &["deps", "--install", "--for", "validate"],
+        Some(no_packer.path()),
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("WARNING: the installed packer was verified against the key in"),
+        "{}",
+        both(&again)
+    );
+}

@@ -111,6 +111,10 @@ pub struct Record {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// For Packer: what replaced HashiCorp's pinned key, when the user named another
+    /// key (`--hashicorp-key`); absent when the pinned key vouched for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_anchor: Option<String>,
     /// For the virtual environment: the requirements given to pip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requirements: Vec<String>,
@@ -223,6 +227,7 @@ mod tests {
                 .into(),
             sha256: Some("00".into()),
             signed_by: Some("C874011F0AB405110D02105534365D9472D7468F".into()),
+            trust_anchor: None,
             requirements: Vec::new(),
             installed_at: 1,
         };

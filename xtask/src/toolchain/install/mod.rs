@@ -220,6 +220,13 @@ pub fn run(
             continue;
         }
         if !plan.install.contains(&component) {
+            // A replaced trust anchor is said every run, not only when it was used.
+            if let Some(anchor) = component.record(&root).and_then(|r| r.trust_anchor) {
+                eprintln!(
+                    "WARNING: the installed {} was verified against {anchor}, NOT the pinned key",
+                    component.name()
+                );
+            }
             outcome.row(component.name(), Ended::AlreadyThere, "");
             continue;
         }

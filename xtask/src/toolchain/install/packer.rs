@@ -114,6 +114,12 @@ fn hashicorp_keyring(
 ) -> anyhow::Result<Keyring> {
     match &options.hashicorp_key {
         Some(file) => {
+            eprintln!(
+                "WARNING: Packer's release checksums are checked against {}, NOT HashiCorp's \
+                 pinned release key {HASHICORP_KEY_FINGERPRINT}. Trust the installed Packer only \
+                 as far as you trust that key.",
+                replaced_anchor(file)
+            );
             let armored =
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             Keyring::from_armored(sh, &armored, &file.display().to_string(), None)
@@ -127,6 +133,14 @@ fn hashicorp_keyring(
             Keyring::from_armored(sh, &armored, url, Some(&pinned))
         }
     }
+}
+
+/// What replaced HashiCorp's pinned key: said every run, kept in the install record.
+fn replaced_anchor(file: &Path) -> String {
+    format!(
+        "the key in {} (--hashicorp-key / FLATCAR_HASHICORP_KEY)",
+        file.display()
+    )
 }
 
 /// Downloads, verifies and unpacks Packer into a work directory next to its
@@ -313,6 +327,7 @@ pub fn install_packer(
         source: archive_url,
         sha256: Some(actual),
         signed_by: Some(good.primary_key.to_string()),
+        trust_anchor: options.hashicorp_key.as_deref().map(replaced_anchor),
         requirements: Vec::new(),
         installed_at: now(),
     })

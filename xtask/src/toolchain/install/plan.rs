@@ -160,6 +160,7 @@ mod tests {
             source: String::new(),
             sha256: None,
             signed_by: None,
+            trust_anchor: None,
             requirements: Vec::new(),
             installed_at: 0,
         }

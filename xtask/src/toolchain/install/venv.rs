@@ -55,6 +55,7 @@ pub fn install_python_venv(
             .unwrap_or_else(|| "pip's configured index (PyPI by default)".to_owned()),
         sha256: None,
         signed_by: None,
+        trust_anchor: None,
         requirements: python_requirements(),
         installed_at: now(),
     })
