@@ -29,6 +29,30 @@ pub const HASHICORP_KEY_URL: &str = "https://www.hashicorp.com/.well-known/pgp-k
 /// rotation, HCSEC-2021-12).
 pub const HASHICORP_KEY_FINGERPRINT: &str = "C874011F0AB405110D02105534365D9472D7468F";
 
+/// The version each of [`tools::PACKER_PLUGINS`] is installed at, never "latest":
+/// a new plugin release changes a build only when this table does. `packer plugins
+/// install` checks the plugin's archive against the SHA256SUMS of its GitHub
+/// release, but takes no checksum of ours, so these pins are by version only.
+pub const PACKER_PLUGIN_VERSIONS: [(&str, &str); 3] = [
+    ("github.com/hashicorp/qemu", "1.1.1"),
+    ("github.com/hashicorp/ansible", "1.1.4"),
+    ("github.com/hashicorp/vagrant", "1.1.6"),
+];
+
+/// `plugins install <plugin> v<version>` for a plugin of [`tools::PACKER_PLUGINS`].
+pub fn plugin_install_args(plugin: &str) -> anyhow::Result<[String; 4]> {
+    let (_, version) = PACKER_PLUGIN_VERSIONS
+        .iter()
+        .find(|(name, _)| *name == plugin)
+        .with_context(|| format!("the Packer plugin {plugin} has no pinned version"))?;
+    Ok([
+        "plugins".to_owned(),
+        "install".to_owned(),
+        plugin.to_owned(),
+        format!("v{version}"),
+    ])
+}
+
 /// HashiCorp's name for a platform, `<os>_<arch>`, from Rust's names for the host
 /// (`std::env::consts::OS` and `ARCH`).
 pub fn packer_platform(os: &str, arch: &str) -> Result<String, String> {
@@ -283,8 +307,10 @@ pub fn install_packer(
         std::fs::create_dir_all(&plugins)
             .with_context(|| format!("creating {}", plugins.display()))?;
         for plugin in tools::PACKER_PLUGINS {
-            eprintln!("Installing the Packer plugin {plugin}");
-            let out = cmd!(sh, "{packer} plugins install {plugin}")
+            let args = plugin_install_args(plugin)?;
+            eprintln!("Installing the Packer plugin {plugin} {}", args[3]);
+            let shown = args.join(" ");
+            let out = cmd!(sh, "{packer} {args...}")
                 .env("CHECKPOINT_DISABLE", "1")
                 .env(layout::PACKER_PLUGIN_PATH, &plugins)
                 .quiet()
@@ -293,7 +319,7 @@ pub fn install_packer(
                 .with_context(|| format!("running {} plugins install", packer.display()))?;
             if !out.status.success() {
                 bail!(
-                    "`packer plugins install {plugin}` failed (Packer fetches plugins from GitHub):\n{}{}",
+                    "`packer {shown}` failed (Packer fetches plugins from GitHub):\n{}{}",
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 );
@@ -350,6 +376,23 @@ fn needs_plugins(version: Version) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every plugin the templates need is installed at an exact version, not "latest".
+    #[test]
+    fn finding_14_every_packer_plugin_is_pinned_to_a_version() {
+        for plugin in tools::PACKER_PLUGINS {
+            let args = plugin_install_args(plugin).unwrap();
+            assert_eq!(args[..3], ["plugins", "install", plugin]);
+            let version = args[3].strip_prefix('v').unwrap();
+            assert_eq!(version.split('.').count(), 3, "{args:?}");
+            assert!(
+                version.split('.').all(|n| n.parse::<u32>().is_ok()),
+                "{args:?}"
+            );
+        }
+        assert_eq!(PACKER_PLUGIN_VERSIONS.len(), tools::PACKER_PLUGINS.len());
+        assert!(plugin_install_args("github.com/hashicorp/unknown").is_err());
+    }
 
     #[test]
     fn platforms_map_to_hashicorp_names() {

@@ -1,5 +1,6 @@
 //! ansible-core, ansible-lint and yamllint in a Python virtual environment under
-//! `.local/venv`, installed with pip from the configured package index.
+//! `.local/venv`, installed with pip from the configured package index, every
+//! package pinned to a version and its files' hashes by `requirements.lock`.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -18,13 +19,44 @@ use crate::vm::streaming;
 /// role bootstraps on Flatcar).
 pub const ANSIBLE_CORE_SERIES: &str = "2.18";
 
-/// What pip is asked for.
+/// Every package of the venv with its version and the SHA-256 of each file the
+/// index publishes for it. Kept beside this installer (and compiled in) because it
+/// is the installer's input, changed together with `ANSIBLE_CORE_SERIES`; its
+/// header says how to regenerate it.
+pub const REQUIREMENTS_LOCK: &str = include_str!("requirements.lock");
+
+/// What pip is asked for: the `name==version` lines of the lock.
 pub fn python_requirements() -> Vec<String> {
-    vec![
-        format!("ansible-core=={ANSIBLE_CORE_SERIES}.*"),
-        "ansible-lint".to_owned(),
-        "yamllint".to_owned(),
+    REQUIREMENTS_LOCK
+        .lines()
+        .filter(|line| !line.starts_with([' ', '#']) && !line.trim().is_empty())
+        .map(|line| line.trim_end_matches('\\').trim().to_owned())
+        .collect()
+}
+
+/// pip's arguments: only the locked files, each checked against its hash
+/// (`--require-hashes`), nothing resolved beyond the lock (`--no-deps`).
+fn pip_install_args(lock: &Path, index: Option<&str>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--require-hashes",
+        "--no-deps",
+        "--only-binary=:all:",
     ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    if let Some(index) = index {
+        args.push("--index-url".into());
+        args.push(index.into());
+    }
+    args.push("-r".into());
+    args.push(lock.into());
+    args
 }
 
 /// Creates the virtual environment in place (a venv's scripts name its absolute
@@ -87,19 +119,14 @@ fn fill_venv(
         );
     }
     let requirements = python_requirements();
-    let mut args: Vec<OsString> = ["-m", "pip", "install", "--disable-pip-version-check"]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-    args.push("--no-input".into());
-    if let Some(index) = &options.pypi_index {
-        args.push("--index-url".into());
-        args.push(index.into());
-    }
-    args.extend(requirements.iter().map(OsString::from));
+    // Kept in the venv: it says exactly what is installed there.
+    let lock = venv.join("requirements.lock");
+    fsx::write_atomically(&lock, REQUIREMENTS_LOCK.as_bytes())?;
+    let args = pip_install_args(&lock, options.pypi_index.as_deref());
     eprintln!(
-        "Installing {} with pip from {}",
-        requirements.join(" "),
+        "Installing the {} packages pinned in {} with pip from {}",
+        requirements.len(),
+        lock.display(),
         options
             .pypi_index
             .as_deref()
@@ -110,8 +137,8 @@ fn fill_venv(
     let finished = streaming::run(&python, &args, venv_parent, &[], Some("pip"), None)?;
     if !finished.success {
         bail!(
-            "pip could not install {}; its output:\n{}",
-            requirements.join(" "),
+            "pip could not install the packages pinned in {}; its output:\n{}",
+            lock.display(),
             streaming::tail(&finished.output, 20)
         );
     }
@@ -136,4 +163,67 @@ fn fill_venv(
         bail!("pip installed ansible-core {version}, not {ANSIBLE_CORE_SERIES}.*");
     }
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every package in the lock has an exact version and at least one SHA-256,
+    /// and pip is told to insist on them.
+    #[test]
+    fn finding_14_every_python_package_is_pinned_with_hashes() {
+        let mut current: Option<(&str, usize)> = None;
+        let mut pinned = Vec::new();
+        let mut check = |entry: Option<(&str, usize)>| {
+            if let Some((requirement, hashes)) = entry {
+                assert!(
+                    hashes > 0,
+                    "{requirement} has no --hash in requirements.lock"
+                );
+                pinned.push(requirement.to_owned());
+            }
+        };
+        for line in REQUIREMENTS_LOCK.lines() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if !line.starts_with(' ') {
+                check(current.take());
+                let requirement = trimmed.trim_end_matches('\\').trim();
+                let (name, version) = requirement
+                    .split_once("==")
+                    .unwrap_or_else(|| panic!("`{requirement}` is not name==version"));
+                assert!(!name.is_empty() && version.split('.').all(|p| !p.is_empty()));
+                assert!(!version.contains('*'), "{requirement} is not exact");
+                current = Some((requirement, 0));
+            } else if let Some(hash) = trimmed.strip_prefix("--hash=sha256:") {
+                let hash = hash.trim_end_matches('\\').trim();
+                assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+                current.as_mut().expect("a hash follows its requirement").1 += 1;
+            } else {
+                panic!("unexpected line in requirements.lock: {line}");
+            }
+        }
+        check(current.take());
+        assert_eq!(pinned, python_requirements());
+        for wanted in ["ansible-core==2.18.", "ansible-lint==", "yamllint=="] {
+            assert!(
+                pinned.iter().any(|p| p.starts_with(wanted)),
+                "no {wanted} in {pinned:?}"
+            );
+        }
+        assert!(ANSIBLE_CORE_SERIES == "2.18");
+
+        let args = pip_install_args(Path::new("/v/requirements.lock"), Some("http://i/simple"));
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        for flag in ["--require-hashes", "--no-deps"] {
+            assert!(args.contains(&flag), "{args:?}");
+        }
+        assert!(args.ends_with(&["-r", "/v/requirements.lock"]), "{args:?}");
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["--index-url", "http://i/simple"]));
+    }
 }
