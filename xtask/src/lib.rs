@@ -12,6 +12,7 @@ pub mod error;
 pub mod flatcar;
 pub mod fsx;
 pub mod hex;
+pub mod install;
 pub mod json_text;
 pub mod measure;
 pub mod nested_cargo;

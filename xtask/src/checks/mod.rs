@@ -1,11 +1,12 @@
 //! The checks engine and what it looks at: which files of a checkout a run covers
-//! (`source_tree`), running independent checks in parallel and reporting them as
-//! JSON (`engine`) or as text for people (`render`), what it remembers between runs
+//! (`source_tree`), running independent checks in parallel (`engine`), what people
+//! read of them (`render`), the printed report and exit status (`report`), what it remembers between runs
 //! (`pass_cache`), and reading the output of the tools that checks run
 //! (`tool_output`). What each check does lives with its command (validate, lint).
 
 pub mod engine;
 pub mod pass_cache;
 pub mod render;
+pub mod report;
 pub mod source_tree;
 pub mod tool_output;

@@ -8,9 +8,9 @@ use std::path::Path;
 use anyhow::Context;
 use xshell::Shell;
 
+use crate::install::system::Consent;
+use crate::install::{self, Ended, InstallOptions, Outcome};
 use crate::output::Format;
-use crate::toolchain::install::system::Consent;
-use crate::toolchain::install::{self, Ended, InstallOptions, Outcome};
 use crate::toolchain::layout;
 use crate::toolchain::tools::{self, Probe, Purpose, Status};
 use crate::{error::Exit, table};

@@ -40,7 +40,7 @@ pub fn run(sh: &Shell, args: &LintArgs) -> anyhow::Result<()> {
     };
     let checks = plan(&tree, &Scope::All, settings);
     let results = checks::run(sh, checks, &args.options);
-    checks::report("lint", &root, &results, &args.options, started)
+    crate::checks::report::report("lint", &root, &results, &args.options, started)
 }
 
 /// How the lint checks behave.

@@ -69,7 +69,8 @@ pub fn run(sh: &Shell, args: &PreCommitArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let results = checks::run(sh, checks, &args.options);
-    let outcome = checks::report("pre-commit", &root, &results, &args.options, started);
+    let outcome =
+        crate::checks::report::report("pre-commit", &root, &results, &args.options, started);
     if outcome.is_err() {
         eprintln!("pre-commit: the staged content fails the checks above; fix it and `git add` it again (or commit with --no-verify).");
     }

@@ -10,8 +10,8 @@ use xshell::Shell;
 
 use crate::commands::deps::{self, DepsArgs};
 use crate::error::Exit;
+use crate::install::{InstallOptions, DEFAULT_RETRIES};
 use crate::output::Format;
-use crate::toolchain::install::{InstallOptions, DEFAULT_RETRIES};
 use crate::toolchain::tools::Purpose;
 use crate::{nested_cargo, workspace};
 

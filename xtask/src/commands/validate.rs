@@ -17,13 +17,13 @@ use xshell::{Shell, TempDir};
 use crate::checks::engine::{self as checks, Check, CheckOptions, Outcome, Problem};
 use crate::checks::source_tree::{Scope, SourceTree, CAPI};
 use crate::checks::tool_output::{capture, relative_output};
+use crate::install::{self, InstallOptions};
 use crate::json_text::{self, Position};
 use crate::packer::command;
 use crate::packer::layering;
 use crate::packer::targets::{self, BuildInput, BuildTarget, TARGETS};
 use crate::packer::template::{self, AnsibleProvisioner, Finding, Template};
 use crate::rules;
-use crate::toolchain::install::{self, InstallOptions};
 use crate::toolchain::tools::Purpose;
 use crate::{build::key, error::Exit};
 
@@ -80,7 +80,7 @@ pub fn run(sh: &Shell, args: &ValidateArgs) -> anyhow::Result<()> {
     };
     let checks = plan(&tree, &Scope::All, &targets);
     let results = checks::run(sh, checks, &args.options);
-    checks::report("validate", &root, &results, &args.options, started)
+    crate::checks::report::report("validate", &root, &results, &args.options, started)
 }
 
 /// The validate checks for `targets` that concern the files in `scope`.
