@@ -80,14 +80,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the rehearsal needs root: it builds a guest with debootstrap and runs libvirtd in its own namespaces");
     }
-    let mut steps: Vec<Vec<String>> = Vec::new();
-    let mut step = |name: &str, result: &str, started: Instant| {
-        steps.push(vec![
-            name.to_owned(),
-            result.to_owned(),
-            format!("{:.1}s", started.elapsed().as_secs_f64()),
-        ]);
-    };
+    let mut steps = Steps::default();
 
     let started = Instant::now();
     let (guest, provenance) = guest::build_or_reuse(sh, args.rebuild_guest)?;
@@ -95,17 +88,12 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         guest::Provenance::Reused => "reused",
         guest::Provenance::Built { .. } => "built",
     };
-    step("guest image", how, started);
+    steps.record("guest image", how, started);
 
     let started = Instant::now();
-    let run_dir = testbed::cache_dir().join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("removing {}", run_dir.display()))?;
-    }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let run_dir = fresh_run_dir()?;
     let (mirror, server, mirror_config) = serve_mirror(sh, &run_dir, &guest, args.fault)?;
-    step(
+    steps.record(
         "loopback mirror",
         &format!(
             "{} files on {}, signed by {}",
@@ -129,8 +117,8 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     let output_dir = match built {
         Ok(built) => built.output_dir,
         Err(err) => {
-            step("build-flatcar", "FAIL", started);
-            eprint!("{}", table::render(&["step", "result", "time"], &steps));
+            steps.record("build-flatcar", "FAIL", started);
+            eprint!("{}", steps.render());
             return Err(err);
         }
     };
@@ -139,7 +127,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.status == 200 || r.status == 206)
         .count();
-    step(
+    steps.record(
         "build-flatcar",
         &format!("pass ({downloads_served} downloads from the mirror)"),
         started,
@@ -148,34 +136,75 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     let build_rules = std::fs::read_to_string(output_dir.join("packer.log"))
         .map(|log| rules::report::parse(&log))
         .unwrap_or_default();
+    let (verified, verify_rules) = verify_built(args, &run_dir, &output_dir, &mut steps);
+    if !args.keep_output {
+        std::fs::remove_dir_all(&output_dir)
+            .with_context(|| format!("removing {}", output_dir.display()))?;
+    }
+    eprint!("{}", steps.render());
+    eprint!("{}", rules_table(&build_rules, &verify_rules));
+    verified
+}
+
+/// The rehearsal's steps so far, each with its result and time, for the closing table.
+#[derive(Default)]
+struct Steps(Vec<Vec<String>>);
+
+impl Steps {
+    fn record(&mut self, name: &str, result: &str, started: Instant) {
+        self.0.push(vec![
+            name.to_owned(),
+            result.to_owned(),
+            format!("{:.1}s", started.elapsed().as_secs_f64()),
+        ]);
+    }
+
+    fn render(&self) -> String {
+        table::render(&["step", "result", "time"], &self.0)
+    }
+}
+
+/// The rehearsal's run directory under the test bed's cache, emptied of an earlier run.
+fn fresh_run_dir() -> anyhow::Result<PathBuf> {
+    let run_dir = testbed::cache_dir().join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    Ok(run_dir)
+}
+
+/// verify-vagrant on the built box inside the libvirt namespace, unless --no-verify;
+/// returns its result and the node rules' results it reported.
+fn verify_built(
+    args: &RehearseArgs,
+    run_dir: &Path,
+    output_dir: &Path,
+    steps: &mut Steps,
+) -> (anyhow::Result<()>, rules::report::Run) {
     let mut verify_rules = rules::report::Run::default();
     let verified = if args.no_verify {
-        step("verify-vagrant", "not run (--no-verify)", Instant::now());
+        steps.record("verify-vagrant", "not run (--no-verify)", Instant::now());
         Ok(())
     } else {
         let started = Instant::now();
-        let result = verify_in_namespace(&run_dir, &output_dir).map(|output| {
+        let result = verify_in_namespace(run_dir, output_dir).map(|output| {
             verify_rules = rules::report::parse(&output);
         });
-        step(
+        steps.record(
             "verify-vagrant",
             if result.is_ok() { "pass" } else { "FAIL" },
             started,
         );
-        step(
+        steps.record(
             "kubeadm init, cluster-info, node Ready",
             "not run in rehearsal (stand-in Kubernetes binaries)",
             Instant::now(),
         );
         result
     };
-    if !args.keep_output {
-        std::fs::remove_dir_all(&output_dir)
-            .with_context(|| format!("removing {}", output_dir.display()))?;
-    }
-    eprint!("{}", table::render(&["step", "result", "time"], &steps));
-    eprint!("{}", rules_table(&build_rules, &verify_rules));
-    verified
+    (verified, verify_rules)
 }
 
 /// Each node rule with its result in the build and on the booted box, and how

@@ -96,6 +96,41 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     let box_file = find_box(&output_dir)?;
     let accelerator = args.accelerator.unwrap_or(record.accelerator);
 
+    probe_tools(sh)?;
+    check_libvirtd(sh)?;
+
+    let box_name = vagrant::box_name(channel.name(), &version.to_string());
+    let work = output_dir.join("vagrant");
+    let vagrantfile = write_vagrant_dir(sh, &work, &box_name, accelerator, &args.vm)?;
+
+    let vagrant = Vagrant {
+        program: tools::find_program("vagrant").context("vagrant is not on PATH")?,
+        dir: work.clone(),
+    };
+
+    let (rows, failed) = run_steps(&vagrant, &box_name, &box_file, &output_dir, &work, &args.vm)?;
+    eprint!("{}", table::render(&["step", "result", "time"], &rows));
+
+    if let Some((name, output)) = failed {
+        vagrant.destroy();
+        eprintln!(
+            "error: verify step `{name}` failed:\n{}",
+            streaming::tail(&output, 40)
+        );
+        return Err(Exit(1).into());
+    }
+    if args.vm.destroy {
+        vagrant.destroy();
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "export FLATCAR_CHANNEL={channel} FLATCAR_VERSION={version} VAGRANT_VAGRANTFILE={}",
+        vagrantfile.display()
+    )))
+}
+
+/// The tools verify needs, probed; an error naming the first one that is unusable.
+fn probe_tools(sh: &Shell) -> anyhow::Result<()> {
     let needed: Vec<_> = TOOLS
         .iter()
         .filter(|t| t.purposes.contains(&Purpose::Verify))
@@ -112,12 +147,20 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
                 .unwrap_or("see `cargo xtask deps --for verify`")
         );
     }
-    check_libvirtd(sh)?;
+    Ok(())
+}
 
-    let box_name = vagrant::box_name(channel.name(), &version.to_string());
-    let work = output_dir.join("vagrant");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let key = key::generate(sh, &work, "flatcar-capi-builder verify")?;
+/// The verify directory's key pair, Ignition config and Vagrantfile for the box
+/// `box_name`; returns the Vagrantfile's path.
+fn write_vagrant_dir(
+    sh: &Shell,
+    work: &Path,
+    box_name: &str,
+    accelerator: Accelerator,
+    vm: &VerifyOptions,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let key = key::generate(sh, work, "flatcar-capi-builder verify")?;
     // libvirt's qemu runs as another user: the config (public data only) must be readable.
     let config = ignition::authorize_key(
         serde_json::json!({"ignition": {"version": "3.3.0"}}),
@@ -129,23 +172,33 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         serde_json::to_string_pretty(&config)?.as_bytes(),
         0o644,
     )?;
-    set_mode(&work, 0o755)?;
+    set_mode(work, 0o755)?;
     let vagrantfile = work.join("Vagrantfile");
     let spec = VagrantfileSpec {
-        box_name: &box_name,
+        box_name,
         private_key: &key.private_key,
         ignition_config: &ignition_path,
         accelerator,
-        memory_mib: args.vm.memory,
-        cpus: args.vm.cpus,
+        memory_mib: vm.memory,
+        cpus: vm.cpus,
     };
     write_atomically(&vagrantfile, vagrant::render_vagrantfile(&spec).as_bytes())?;
+    Ok(vagrantfile)
+}
 
-    let vagrant = Vagrant {
-        program: tools::find_program("vagrant").context("vagrant is not on PATH")?,
-        dir: work.clone(),
-    };
+/// A step that failed, with its output.
+type FailedStep = (&'static str, String);
 
+/// Adds the box, boots it, runs the node rules and then the cluster steps, stopping
+/// at the first failure; returns the table's rows and the failed step with its output.
+fn run_steps(
+    vagrant: &Vagrant,
+    box_name: &str,
+    box_file: &Path,
+    output_dir: &Path,
+    work: &Path,
+    vm: &VerifyOptions,
+) -> anyhow::Result<(Vec<Vec<String>>, Option<FailedStep>)> {
     let mut rows = Vec::new();
     let mut record_step = |name: &str, result: &str, started: Instant| {
         eprintln!("verify: {name}: {result}");
@@ -159,7 +212,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
     let box_file_arg = box_file.display().to_string();
     let added = vagrant.run(
-        &["box", "add", "--force", "--name", &box_name, &box_file_arg],
+        &["box", "add", "--force", "--name", box_name, &box_file_arg],
         Some("vagrant"),
     )?;
     if !added.success {
@@ -180,7 +233,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
     record_step("vagrant up", "pass", started);
 
     let started = Instant::now();
-    let rules_run = run_rules(&vagrant, &output_dir, &work, args.vm.goss.as_deref())?;
+    let rules_run = run_rules(vagrant, output_dir, work, vm.goss.as_deref())?;
     let mut failed = None;
     if rules_run.success && !streaming::interrupted() {
         record_step("node rules", &rules_run.result, started);
@@ -193,7 +246,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
             break;
         }
         let started = Instant::now();
-        if args.vm.no_cluster {
+        if vm.no_cluster {
             record_step(name, "not run (--no-cluster)", started);
             continue;
         }
@@ -205,24 +258,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
             failed = Some((name, finished.output));
         }
     }
-    eprint!("{}", table::render(&["step", "result", "time"], &rows));
-
-    if let Some((name, output)) = failed {
-        vagrant.destroy();
-        eprintln!(
-            "error: verify step `{name}` failed:\n{}",
-            streaming::tail(&output, 40)
-        );
-        return Err(Exit(1).into());
-    }
-    if args.vm.destroy {
-        vagrant.destroy();
-        return Ok(None);
-    }
-    Ok(Some(format!(
-        "export FLATCAR_CHANNEL={channel} FLATCAR_VERSION={version} VAGRANT_VAGRANTFILE={}",
-        vagrantfile.display()
-    )))
+    Ok((rows, failed))
 }
 
 /// vagrant, run in the directory that holds the verify Vagrantfile.
