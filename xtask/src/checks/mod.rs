@@ -2,7 +2,8 @@
 //! (`source_tree`), running independent checks in parallel (`engine`), what people
 //! read of them (`render`), the printed report and exit status (`report`), what it remembers between runs
 //! (`pass_cache`), and reading the output of the tools that checks run
-//! (`tool_output`). What each check does lives with its command (validate, lint).
+//! (`tool_output`). The checks `validate` runs are `validate`; lint's own live with
+//! its command.
 
 pub mod engine;
 pub mod pass_cache;
@@ -10,3 +11,4 @@ pub mod render;
 pub mod report;
 pub mod source_tree;
 pub mod tool_output;
+pub mod validate;

@@ -1,7 +1,8 @@
 //! What the checks make of other programs' output: running a tool to completion
 //! and keeping what it said (without colour codes), file names made relative to the
-//! checked tree, and the `path:line[:column]: message` lines that shellcheck,
-//! yamllint, ansible-lint and clippy print, as problems.
+//! checked tree, runs of blank lines tidied away, and the `path:line[:column]:
+//! message` lines that shellcheck, yamllint, ansible-lint and clippy print, as
+//! problems.
 
 use std::path::Path;
 
@@ -69,6 +70,22 @@ fn parse_located_line(line: &str) -> Option<Problem> {
     Some(Problem::new(message).in_file(file).at(line_no, column))
 }
 
+/// A tool's output without trailing blanks and runs of empty lines.
+pub fn tidy_output(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() && out.last().is_none_or(|l| l.is_empty()) {
+            continue;
+        }
+        out.push(line);
+    }
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +109,13 @@ mod tests {
         assert_eq!(problems[2].column, None);
         assert_eq!(problems[2].message, "fqcn[action-core]: Use FQCN");
         assert_eq!(other, vec!["something else"]);
+    }
+
+    #[test]
+    fn tidy_output_drops_blank_runs() {
+        assert_eq!(
+            tidy_output("\nError: x\n\n\n\nmore  \n\n"),
+            "Error: x\n\nmore"
+        );
     }
 }

@@ -11,8 +11,9 @@ use xshell::{cmd, Shell};
 
 use crate::checks::engine::{self as checks, CheckOptions};
 use crate::checks::source_tree::{Scope, SourceTree};
+use crate::checks::validate;
+use crate::commands::lint;
 use crate::packer::targets::TARGETS;
-use crate::{commands::lint, commands::validate};
 
 #[derive(clap::Args, Debug)]
 pub struct PreCommitArgs {

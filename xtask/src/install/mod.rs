@@ -164,18 +164,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let wanted = wanted(purpose);
     let optional_too = purpose == Some(Purpose::Test);
-    // The components' prerequisites are probed too; they matter only for a component
-    // that is to be installed.
-    let mut to_probe = wanted.clone();
-    for tool in Component::ALL
-        .iter()
-        .flat_map(|c| c.prerequisites())
-        .map(|p| tools::tool(p))
-    {
-        if !to_probe.iter().any(|t| t.program == tool.program) {
-            to_probe.push(tool);
-        }
-    }
+    let to_probe = to_probe(&wanted);
     let root = layout::dir();
     let records = || -> BTreeMap<Component, Record> {
         Component::ALL
@@ -220,21 +209,11 @@ pub fn run(
             continue;
         }
         if !plan.install.contains(&component) {
-            // A replaced trust anchor is said every run, not only when it was used.
-            if let Some(anchor) = component.record(&root).and_then(|r| r.trust_anchor) {
-                eprintln!(
-                    "WARNING: the installed {} was verified against {anchor}, NOT the pinned key",
-                    component.name()
-                );
-            }
-            outcome.row(component.name(), Ended::AlreadyThere, "");
+            keep_installed(&root, component, &mut outcome);
             continue;
         }
         if lock.is_none() {
-            std::fs::create_dir_all(&root)
-                .with_context(|| format!("creating {}", root.display()))?;
-            lock = Some(fsx::lock_dir(&root)?);
-            remove_leftovers(&root)?;
+            lock = Some(lock_toolchain(&root)?);
         }
         install_component(
             sh,
@@ -248,6 +227,43 @@ pub fn run(
     }
     layout::put_first_on_path();
     Ok(outcome)
+}
+
+/// What to probe for `wanted`: the tools themselves and the components'
+/// prerequisites, which matter only for a component that is to be installed.
+fn to_probe(wanted: &[&'static Tool]) -> Vec<&'static Tool> {
+    let mut to_probe = wanted.to_vec();
+    for tool in Component::ALL
+        .iter()
+        .flat_map(|c| c.prerequisites())
+        .map(|p| tools::tool(p))
+    {
+        if !to_probe.iter().any(|t| t.program == tool.program) {
+            to_probe.push(tool);
+        }
+    }
+    to_probe
+}
+
+/// Says that `component` is installed already; a replaced trust anchor is said
+/// every run, not only when it was used.
+fn keep_installed(root: &Path, component: Component, outcome: &mut Outcome) {
+    if let Some(anchor) = component.record(root).and_then(|r| r.trust_anchor) {
+        eprintln!(
+            "WARNING: the installed {} was verified against {anchor}, NOT the pinned key",
+            component.name()
+        );
+    }
+    outcome.row(component.name(), Ended::AlreadyThere, "");
+}
+
+/// Takes the toolchain directory's lock (creating it) and clears what a killed
+/// install left behind.
+fn lock_toolchain(root: &Path) -> anyhow::Result<fsx::DirLock> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let lock = fsx::lock_dir(root)?;
+    remove_leftovers(root)?;
+    Ok(lock)
 }
 
 /// Installs one component into `root` and says how it went in `outcome`; only a

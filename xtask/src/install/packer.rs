@@ -4,7 +4,7 @@
 //! `.tmp-*` work directory with its plugins (Packer >= 1.7), then renamed into place.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
@@ -12,7 +12,7 @@ use xshell::{cmd, Shell};
 
 use super::{forget, now, InstallOptions};
 use crate::net::download::{Fetched, HttpClient, Observer};
-use crate::net::openpgp::{Fingerprint, Keyring};
+use crate::net::openpgp::{Fingerprint, GoodSignature, Keyring};
 use crate::toolchain::layout::{self, Component, Record};
 use crate::toolchain::tools::{self, Version};
 use crate::{fsx, hex};
@@ -167,6 +167,31 @@ fn replaced_anchor(file: &Path) -> String {
     )
 }
 
+/// Where a Packer release's files are: the archive for this platform and the
+/// checksums that sign it.
+struct ReleaseFiles {
+    platform: String,
+    archive: String,
+    archive_url: String,
+    sums_name: String,
+    sums_url: String,
+}
+
+impl ReleaseFiles {
+    fn new(releases: &str, version: &str, platform: String) -> ReleaseFiles {
+        let base = format!("{}/packer/{version}", releases.trim_end_matches('/'));
+        let archive = format!("packer_{version}_{platform}.zip");
+        let sums_name = format!("packer_{version}_SHA256SUMS");
+        ReleaseFiles {
+            sums_url: format!("{base}/{sums_name}"),
+            archive_url: format!("{base}/{archive}"),
+            platform,
+            archive,
+            sums_name,
+        }
+    }
+}
+
 /// Downloads, verifies and unpacks Packer into a work directory next to its
 /// destination, installs its plugins there for Packer >= 1.7, then renames both
 /// into place. Returns the record to write.
@@ -179,14 +204,7 @@ pub fn install_packer(
     let version = &options.packer_version;
     let platform = packer_platform(std::env::consts::OS, std::env::consts::ARCH)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let base = format!(
-        "{}/packer/{version}",
-        options.hashicorp_releases.trim_end_matches('/')
-    );
-    let archive = format!("packer_{version}_{platform}.zip");
-    let sums_name = format!("packer_{version}_SHA256SUMS");
-    let sums_url = format!("{base}/{sums_name}");
-    let archive_url = format!("{base}/{archive}");
+    let files = ReleaseFiles::new(&options.hashicorp_releases, version, platform);
     // Removed on every error; a killed run leaves it for `remove_leftovers`.
     let work = tempfile::Builder::new()
         .prefix(".tmp-packer-")
@@ -196,19 +214,54 @@ pub fn install_packer(
 
     // The checksums and their signature first: nothing large is fetched for a
     // release that is not signed by the trusted key.
+    let (sums, good) = signed_sums(sh, client, options, &files, work_dir)?;
+    let expected = archive_sha256(&sums, &files, version)?;
+    let zip = work_dir.join(&files.archive);
+    let actual = download_archive(client, &files, &zip, expected)?;
+
+    let packer = unpack_packer(sh, &zip, &files.archive, work_dir)?;
+    let found = check_packer_version(sh, &packer, &files.archive, version)?;
+    let plugins = work_dir.join("packer-plugins");
+    if found.is_some_and(needs_plugins) {
+        install_plugins(sh, &packer, &plugins)?;
+    }
+    move_into_place(root, &packer, &plugins)?;
+    Ok(Record {
+        component: Component::Packer,
+        version: version.clone(),
+        source: files.archive_url,
+        sha256: Some(actual),
+        signed_by: Some(good.primary_key.to_string()),
+        trust_anchor: options.hashicorp_key.as_deref().map(replaced_anchor),
+        requirements: Vec::new(),
+        installed_at: now(),
+    })
+}
+
+/// The release's SHA256SUMS, once its signature checks out against the trusted
+/// HashiCorp key, and that signature.
+fn signed_sums(
+    sh: &Shell,
+    client: &HttpClient,
+    options: &InstallOptions,
+    files: &ReleaseFiles,
+    work_dir: &Path,
+) -> anyhow::Result<(BTreeMap<String, String>, GoodSignature)> {
+    let version = &options.packer_version;
+    let ReleaseFiles {
+        sums_name,
+        sums_url,
+        ..
+    } = files;
     let keyring = hashicorp_keyring(sh, client, options)?;
     eprintln!("Checking {sums_url} and its signature");
-    let sums = get_small(
-        client,
-        &sums_url,
-        &format!("is {version} a Packer release?"),
-    )?;
+    let sums = get_small(client, sums_url, &format!("is {version} a Packer release?"))?;
     let signature = get_small(
         client,
         &format!("{sums_url}.sig"),
         "the release's checksums are not signed",
     )?;
-    let sums_path = work_dir.join(&sums_name);
+    let sums_path = work_dir.join(sums_name);
     let signature_path = work_dir.join(format!("{sums_name}.sig"));
     std::fs::write(&sums_path, &sums)
         .with_context(|| format!("writing {}", sums_path.display()))?;
@@ -224,7 +277,23 @@ pub fn install_packer(
         })?;
     let sums = parse_sha256sums(&String::from_utf8_lossy(&sums))
         .map_err(|e| anyhow::anyhow!("{sums_url}: {e}"))?;
-    let Some(expected) = sums.get(&archive) else {
+    Ok((sums, good))
+}
+
+/// The archive's SHA-256 as the signed checksums list it; else which platforms
+/// the release does have.
+fn archive_sha256<'s>(
+    sums: &'s BTreeMap<String, String>,
+    files: &ReleaseFiles,
+    version: &str,
+) -> anyhow::Result<&'s String> {
+    let ReleaseFiles {
+        platform,
+        archive,
+        sums_url,
+        ..
+    } = files;
+    let Some(expected) = sums.get(archive) else {
         let platforms: Vec<String> = sums
             .keys()
             .filter_map(|name| {
@@ -238,24 +307,48 @@ pub fn install_packer(
             platforms.join(", ")
         );
     };
+    Ok(expected)
+}
 
-    let zip = work_dir.join(&archive);
+/// Downloads the archive to `zip`, hashing it on the way; deletes it unless its
+/// SHA-256 is `expected`. Returns the SHA-256.
+fn download_archive(
+    client: &HttpClient,
+    files: &ReleaseFiles,
+    zip: &Path,
+    expected: &str,
+) -> anyhow::Result<String> {
+    let ReleaseFiles {
+        archive_url,
+        sums_name,
+        ..
+    } = files;
     let mut observer = Sha256Observer(Sha256::new());
-    match client.download(&archive_url, &zip, &mut observer)? {
+    match client.download(archive_url, zip, &mut observer)? {
         Fetched::Found(_) => {}
         Fetched::NotFound(status) => {
             bail!("{archive_url} answered {status}, although {sums_name} lists it")
         }
     }
     let actual = hex::encode(&observer.0.finalize());
-    if &actual != expected {
-        fsx::remove_if_present(&zip)?;
+    if actual != expected {
+        fsx::remove_if_present(zip)?;
         bail!(
             "{archive_url}: its SHA-256 is {actual}, but the signed {sums_name} says {expected}; \
              the archive was deleted and nothing was installed"
         );
     }
+    Ok(actual)
+}
 
+/// Unpacks the `packer` program from `zip` into the work directory and makes it
+/// executable; refuses anything but a regular file.
+fn unpack_packer(
+    sh: &Shell,
+    zip: &Path,
+    archive: &str,
+    work_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let unzip = tools::find_program("unzip").context("unzip is not installed")?;
     let unpacked = work_dir.join("unpacked");
     let out = cmd!(sh, "{unzip} -q -o {zip} packer -d {unpacked}")
@@ -287,6 +380,16 @@ pub fn install_packer(
         std::fs::set_permissions(&packer, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("making {} executable", packer.display()))?;
     }
+    Ok(packer)
+}
+
+/// The version the unpacked `packer` says it is, which must be the one asked for.
+fn check_packer_version(
+    sh: &Shell,
+    packer: &Path,
+    archive: &str,
+    version: &str,
+) -> anyhow::Result<Option<Version>> {
     let said = cmd!(sh, "{packer} version")
         .env("CHECKPOINT_DISABLE", "1")
         .quiet()
@@ -301,34 +404,37 @@ pub fn install_packer(
             found.map_or_else(|| format!("`{}`", said.trim()), |v| v.to_string())
         );
     }
+    Ok(found)
+}
 
-    let plugins = work_dir.join("packer-plugins");
-    if found.is_some_and(needs_plugins) {
-        std::fs::create_dir_all(&plugins)
-            .with_context(|| format!("creating {}", plugins.display()))?;
-        for plugin in tools::PACKER_PLUGINS {
-            let args = plugin_install_args(plugin)?;
-            eprintln!("Installing the Packer plugin {plugin} {}", args[3]);
-            let shown = args.join(" ");
-            let out = cmd!(sh, "{packer} {args...}")
-                .env("CHECKPOINT_DISABLE", "1")
-                .env(layout::PACKER_PLUGIN_PATH, &plugins)
-                .quiet()
-                .ignore_status()
-                .output()
-                .with_context(|| format!("running {} plugins install", packer.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "`packer {shown}` failed (Packer fetches plugins from GitHub):\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+/// Installs the project's pinned Packer plugins into `plugins` with `packer`.
+fn install_plugins(sh: &Shell, packer: &Path, plugins: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(plugins).with_context(|| format!("creating {}", plugins.display()))?;
+    for plugin in tools::PACKER_PLUGINS {
+        let args = plugin_install_args(plugin)?;
+        eprintln!("Installing the Packer plugin {plugin} {}", args[3]);
+        let shown = args.join(" ");
+        let out = cmd!(sh, "{packer} {args...}")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env(layout::PACKER_PLUGIN_PATH, plugins)
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running {} plugins install", packer.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`packer {shown}` failed (Packer fetches plugins from GitHub):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
+    Ok(())
+}
 
-    // Into place: forget the old install first, so that a kill from here on leaves
-    // no record, then rename (same file system, atomic per file).
+/// Into place: forget the old install first, so that a kill from here on leaves
+/// no record, then rename (same file system, atomic per file).
+fn move_into_place(root: &Path, packer: &Path, plugins: &Path) -> anyhow::Result<()> {
     forget(root, Component::Packer)?;
     let bin = Component::Packer.bin_dir(root);
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
@@ -338,7 +444,7 @@ pub fn install_packer(
             .with_context(|| format!("removing {}", installed_plugins.display()))?;
     }
     if plugins.is_dir() {
-        std::fs::rename(&plugins, &installed_plugins).with_context(|| {
+        std::fs::rename(plugins, &installed_plugins).with_context(|| {
             format!(
                 "renaming {} to {}",
                 plugins.display(),
@@ -346,17 +452,7 @@ pub fn install_packer(
             )
         })?;
     }
-    fsx::rename_durably(&packer, &bin.join("packer"))?;
-    Ok(Record {
-        component: Component::Packer,
-        version: version.clone(),
-        source: archive_url,
-        sha256: Some(actual),
-        signed_by: Some(good.primary_key.to_string()),
-        trust_anchor: options.hashicorp_key.as_deref().map(replaced_anchor),
-        requirements: Vec::new(),
-        installed_at: now(),
-    })
+    fsx::rename_durably(packer, &bin.join("packer"))
 }
 
 /// Whether a Packer of `version` from elsewhere (the system's package manager) runs
