@@ -269,6 +269,9 @@ fn ansible_runs_on_the_guest(report: &Value, work: &Path) {
         .args(["-e", &format!("pypy_python_version={python_version} pypy_version={pypy_version}")])
         .args(["-e", &format!("pypy_sha256={}", sha256(&python_archive))])
         .args(["-e", &format!("mirror={guest_url}")])
+        // The release the guest is: the setup role's first step checks it.
+        .args(["-e", &format!("flatcar_version={}", xtask::testbed::FLATCAR_VERSION)])
+        .args(["-e", "flatcar_channel=stable"])
         .args(["-e", &format!("template_dir={}", work.display())])
         .env("ANSIBLE_ROLES_PATH", roles)
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
