@@ -238,9 +238,9 @@ fn rules_table(build: &rules::report::Run, verify: &rules::report::Run) -> Strin
     out
 }
 
-/// `ansible_extra_vars` that give the node role all its kernel settings but one:
+/// The node role's `node_sysctl_settings` with all its kernel settings but one:
 /// the role's own defaults, read from the role, minus `vm.overcommit_memory`.
-fn kernel_settings_without_overcommit() -> anyhow::Result<String> {
+fn kernel_settings_without_overcommit() -> anyhow::Result<serde_json::Value> {
     let defaults = workspace::capi_dir().join("ansible/roles/node/defaults/main.yml");
     let text = std::fs::read_to_string(&defaults)
         .with_context(|| format!("reading {}", defaults.display()))?;
@@ -272,7 +272,7 @@ fn kernel_settings_without_overcommit() -> anyhow::Result<String> {
     if settings.is_empty() {
         bail!("no node_sysctl_settings in {}", defaults.display());
     }
-    Ok(serde_json::json!({ "node_sysctl_settings": settings }).to_string())
+    Ok(settings.into())
 }
 
 /// The loopback mirror for the rehearsal's build, damaged as `fault` says,
@@ -292,7 +292,20 @@ fn serve_mirror(
     let mirror_config = run_dir.join("mirror-config.json");
     let mut config = mirror.mirror_config(&server.url_for_guest())?;
     if fault == Some(Fault::KernelParamUnset) {
-        config["ansible_extra_vars"] = kernel_settings_without_overcommit()?.into();
+        // The site's extra vars keep what the mirror set (PyPy's version and
+        // checksum) and gain the kernel settings, as one JSON document.
+        let mut vars = serde_json::Map::new();
+        let mirror_vars = config["ansible_extra_vars"].as_str().unwrap_or_default();
+        for pair in mirror_vars.split_whitespace() {
+            if let Some((name, value)) = pair.split_once('=') {
+                vars.insert(name.to_owned(), value.into());
+            }
+        }
+        vars.insert(
+            "node_sysctl_settings".to_owned(),
+            kernel_settings_without_overcommit()?,
+        );
+        config["ansible_extra_vars"] = serde_json::Value::Object(vars).to_string().into();
         eprintln!("rehearse: fault injected: the site's var file sets the node role's kernel settings without vm.overcommit_memory");
     }
     std::fs::write(
