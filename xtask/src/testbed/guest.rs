@@ -524,50 +524,10 @@ fn build(
     };
 
     let tree = partial_dir.join("tree");
-    // In a mount namespace of its own: the /proc and /sys debootstrap mounts in the
-    // tree vanish with it, even when the build is killed.
-    step("debootstrap", &mut || {
-        let include = format!("--include={}", PACKAGES.join(","));
-        run_logged(
-            &log,
-            "debootstrap",
-            "unshare",
-            &os(&[
-                &"--mount",
-                &"--fork",
-                &"debootstrap",
-                &"--variant=minbase",
-                &include,
-                &SUITE,
-                &tree,
-                &DEBIAN_MIRROR,
-            ]),
-        )
-    })?;
+    step("debootstrap", &mut || debootstrap(&log, &tree))?;
 
     step("configure", &mut || {
-        for f in files {
-            write_guest_file(&tree, f)?;
-        }
-        let script = tree.join("tmp").join("configure-guest.sh");
-        std::fs::write(&script, CONFIGURE_SCRIPT)
-            .with_context(|| format!("writing {}", script.display()))?;
-        let proc_dir = format!("--mount-proc={}", tree.join("proc").display());
-        run_logged(
-            &log,
-            "configuring the guest",
-            "unshare",
-            &os(&[
-                &"--fork",
-                &proc_dir,
-                &"chroot",
-                &tree,
-                &"/bin/sh",
-                &"/tmp/configure-guest.sh",
-            ]),
-        )?;
-        std::fs::remove_file(&script).with_context(|| format!("removing {}", script.display()))?;
-        move_python_archive(&tree, &partial_dir)
+        configure(&log, &tree, files, &partial_dir)
     })?;
 
     let raw = partial_dir.join("disk.raw");
@@ -591,6 +551,60 @@ fn build(
     partial.done = true;
     remove_other_guests(cache, dir);
     Ok(steps)
+}
+
+/// Debootstraps the guest's packages into `tree`, in a mount namespace of its own:
+/// the /proc and /sys mounts debootstrap makes vanish with it, even when the build
+/// is killed.
+fn debootstrap(log: &Path, tree: &Path) -> anyhow::Result<()> {
+    let include = format!("--include={}", PACKAGES.join(","));
+    run_logged(
+        log,
+        "debootstrap",
+        "unshare",
+        &os(&[
+            &"--mount",
+            &"--fork",
+            &"debootstrap",
+            &"--variant=minbase",
+            &include,
+            &SUITE,
+            &tree,
+            &DEBIAN_MIRROR,
+        ]),
+    )
+}
+
+/// Writes the recipe's files into `tree`, runs the configure script chrooted in
+/// it, and moves the Python archive beside the disk.
+fn configure(
+    log: &Path,
+    tree: &Path,
+    files: &[GuestFile],
+    partial_dir: &Path,
+) -> anyhow::Result<()> {
+    for f in files {
+        write_guest_file(tree, f)?;
+    }
+    let script = tree.join("tmp").join("configure-guest.sh");
+    std::fs::write(&script, CONFIGURE_SCRIPT)
+        .with_context(|| format!("writing {}", script.display()))?;
+    let proc_dir = format!("--mount-proc={}", tree.join("proc").display());
+    run_logged(
+        log,
+        "configuring the guest",
+        "unshare",
+        &os(&[
+            &"--fork",
+            &proc_dir,
+            &"chroot",
+            &tree,
+            &"/bin/sh",
+            &"/tmp/configure-guest.sh",
+        ]),
+    )?;
+    std::fs::remove_file(&script).with_context(|| format!("removing {}", script.display()))?;
+    move_python_archive(tree, partial_dir)
 }
 
 /// Writes one recipe file into the tree with its mode.
