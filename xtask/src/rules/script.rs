@@ -156,9 +156,10 @@ fn compile_rule(rule: &Rule, vars: &BTreeMap<String, String>) -> Result<String, 
                 "found=$(unit_state {question} {s})\ncase $found in {yes}) is=true ;; *) is=false ;; esac\nsame {e} \"$is\"; report {name} {e} \"$is ($found)\" $?\n"
             )
         }
-        // Read from /proc/sys with the shell's own `read`: no process per parameter.
+        // Read whole with cat: a shell's `read` takes /proc/sys one byte at a time,
+        // and procfs answers the second byte of "10" with the end of the file.
         (Resource::KernelParam, _) => format!(
-            "found='(no such parameter)'; read -r found 2>/dev/null <{}\nsame {e} \"$found\"; report {name} {e} \"$found\" $?\n",
+            "found=$(cat {} 2>/dev/null) || found='(no such parameter)'\nsame {e} \"$found\"; report {name} {e} \"$found\" $?\n",
             quote(&format!("/proc/sys/{}", subject.replace('.', "/")))
         ),
         // `compile` has run the command already.
