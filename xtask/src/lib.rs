@@ -19,6 +19,7 @@ pub mod nested_cargo;
 pub mod net;
 pub mod output;
 pub mod packer;
+pub mod prompt;
 pub mod rules;
 pub mod table;
 pub mod testbed;

@@ -2,7 +2,7 @@
 //! digests of what packer wrote, and the install that replaces the old output only
 //! once the new one is complete.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -40,17 +40,11 @@ pub fn confirm_replace(output_dir: &Path, force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!(
-            "{} exists. Replace it when the build succeeds? [y/N] ",
+        let question = format!(
+            "{} exists. Replace it when the build succeeds?",
             output_dir.display()
         );
-        std::io::stderr().flush().ok();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("reading the answer")?;
-        if matches!(answer.trim(), "y" | "Y" | "yes") {
+        if crate::prompt::yes_or_no(&question)? {
             return Ok(());
         }
     }

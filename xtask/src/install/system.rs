@@ -4,7 +4,7 @@
 //! and run as root after consent (through sudo when not root).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -251,14 +251,9 @@ pub fn run(
     match consent {
         Consent::Given => eprintln!("Installing system packages for {what}:\n{lines}"),
         Consent::Ask if std::io::stdin().is_terminal() => {
-            eprint!("Install system packages for {what} with these commands?\n{lines}\n[y/N] ");
-            std::io::stderr().flush().ok();
-            let mut answer = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut answer)
-                .context("reading the answer")?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            let question =
+                format!("Install system packages for {what} with these commands?\n{lines}\n");
+            if !crate::prompt::yes_or_no(&question)? {
                 return Ok(Ran::Declined);
             }
         }
