@@ -13,7 +13,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::flatcar::cache;
-use crate::flatcar::release::{Release, Variant};
+use crate::flatcar::platform::ReleaseImage;
+use crate::flatcar::release::Release;
 use crate::net::credentials;
 use crate::packer::layering::{self, Layered};
 use crate::packer::targets::{self, BuildInput, BuildTarget};
@@ -122,7 +123,7 @@ pub struct PlanInputs {
     pub provider: Provider,
     /// Resolved once; the build uses exactly this release.
     pub release: Release,
-    pub variant: Variant,
+    pub image: ReleaseImage,
     /// Where the pinned Flatcar key comes from (`None` with a key file or no check).
     pub signing_key_url: Option<String>,
     /// The target's var files layered, the site's var file included.
@@ -275,7 +276,7 @@ fn build_variables(
         release.version,
         release.arch,
     )
-    .join(inputs.variant.image_file_name());
+    .join(inputs.image.file_name());
     let mut set = |input: BuildInput, value: String| {
         vars.insert(input.variable().to_owned(), value);
     };
@@ -308,7 +309,7 @@ fn urls(inputs: &PlanInputs, supplied: &BTreeMap<String, String>) -> BTreeMap<St
         urls.insert("flatcar_release".into(), release.url.clone());
         urls.insert(
             "flatcar_image".into(),
-            release.file_url(inputs.variant.image_file_name()),
+            release.file_url(inputs.image.file_name()),
         );
         if let Some(url) = &inputs.signing_key_url {
             urls.insert("flatcar_signing_key".into(), url.clone());
@@ -473,7 +474,7 @@ mod tests {
         PlanInputs {
             provider,
             release,
-            variant: Variant::Bios,
+            image: ReleaseImage::Qemu(crate::flatcar::Variant::Bios),
             signing_key_url: Some("http://mirror.example/key.asc".into()),
             values: BTreeMap::from([
                 (

@@ -144,7 +144,7 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
     let inputs = PlanInputs {
         provider: args.provider,
         release,
-        variant: options.variant,
+        image: options.image,
         signing_key_url: match &options.signature {
             SignaturePolicy::PinnedFlatcarKey { key_url, .. } => Some(key_url.clone()),
             _ => None,
@@ -352,7 +352,7 @@ mod tests {
             channel: flatcar::Channel::Stable,
             version: "4081.2.0".parse().unwrap(),
             arch: flatcar::Arch::Amd64,
-            variant: flatcar::Variant::Bios,
+            image: flatcar::platform::ReleaseImage::Qemu(flatcar::Variant::Bios),
             path: PathBuf::from("/cache/img"),
             size: 1,
             sha512: "ab".into(),

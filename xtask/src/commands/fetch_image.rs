@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::builder::BoolishValueParser;
 use xshell::Shell;
 
+use crate::flatcar::platform::ReleaseImage;
 use crate::flatcar::{
     self, Arch, Channel, FetchOptions, ReleaseServer, SignaturePolicy, Variant, VerifiedImage,
     VersionRequest,
@@ -133,7 +134,7 @@ impl FetchImageArgs {
             channel: self.channel,
             version: self.version,
             arch,
-            variant: Variant::for_arch(arch, self.variant)?,
+            image: ReleaseImage::Qemu(Variant::for_arch(arch, self.variant)?),
             server: self.release_server.clone(),
             signature,
             cache_dir,
@@ -160,7 +161,7 @@ pub fn run(sh: &Shell, args: &FetchImageArgs) -> anyhow::Result<()> {
             image.channel,
             image.version,
             image.arch,
-            image.variant,
+            image.image,
             if image.from_cache {
                 "verified image in the cache, nothing downloaded"
             } else {
@@ -189,11 +190,14 @@ fn render_text(image: &VerifiedImage) -> String {
         None => "NOT CHECKED (--insecure-skip-signature)".to_owned(),
     };
     format!(
-        "channel: {}\nversion: {}\narch:    {}\nvariant: {}\nimage:   {}\nsize:    {}\nsha512:  {}\nsigned:  {}\nsource:  {}\n",
+        "channel: {}\nversion: {}\narch:    {}\n{}\nimage:   {}\nsize:    {}\nsha512:  {}\nsigned:  {}\nsource:  {}\n",
         image.channel,
         image.version,
         image.arch,
-        image.variant,
+        match image.image {
+            ReleaseImage::Qemu(variant) => format!("variant: {variant}"),
+            ReleaseImage::Platform(platform) => format!("platform: {platform}"),
+        },
         image.path.display(),
         image.size,
         image.sha512,
@@ -207,7 +211,14 @@ fn render_json(image: &VerifiedImage) -> serde_json::Value {
         "channel": image.channel.name(),
         "version": image.version.to_string(),
         "arch": image.arch.name(),
-        "variant": image.variant.name(),
+        "variant": match image.image {
+            ReleaseImage::Qemu(variant) => Some(variant.name()),
+            ReleaseImage::Platform(_) => None,
+        },
+        "platform": match image.image {
+            ReleaseImage::Qemu(_) => None,
+            ReleaseImage::Platform(platform) => Some(platform.name()),
+        },
         "path": image.path,
         "size": image.size,
         "sha512": image.sha512,
@@ -227,7 +238,7 @@ mod tests {
             channel: Channel::Stable,
             version: "4081.2.0".parse().unwrap(),
             arch: Arch::Amd64,
-            variant: Variant::Bios,
+            image: ReleaseImage::Qemu(Variant::Bios),
             path: PathBuf::from("/c/stable/4081.2.0/amd64/flatcar_production_qemu_image.img"),
             size: 42,
             sha512: "ab".repeat(64),
@@ -263,6 +274,7 @@ mod tests {
                 "final_url",
                 "from_cache",
                 "path",
+                "platform",
                 "sha512",
                 "signature",
                 "size",

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod digests;
 pub mod fetch;
+pub mod platform;
 pub mod release;
 
 pub use cache::default_cache_dir;

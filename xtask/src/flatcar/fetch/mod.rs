@@ -1,4 +1,4 @@
-//! Getting one release's QEMU image into the cache, verified: resolve the
+//! Getting one image of a release (QEMU's, or a platform's own) into the cache, verified: resolve the
 //! release once ([`resolve`]), then take a trusted cache entry if there is one,
 //! otherwise download the image once while hashing it and feeding it to the
 //! signature check, and only then move it into place.
@@ -15,8 +15,9 @@ use anyhow::{bail, Context};
 use xshell::Shell;
 
 use super::cache::{self, Expected, Miss};
+use super::platform::ReleaseImage;
 use super::release::{
-    resolve_release, Arch, Channel, Release, ReleaseServer, Variant, Version, VersionRequest,
+    resolve_release, Arch, Channel, Release, ReleaseServer, Version, VersionRequest,
 };
 use crate::fsx;
 use crate::net::download::{HttpClient, Limits, ProgressStyle};
@@ -37,7 +38,8 @@ pub struct FetchOptions {
     pub channel: Channel,
     pub version: VersionRequest,
     pub arch: Arch,
-    pub variant: Variant,
+    /// Which of the release's images: QEMU's (what a build boots) or a platform's own.
+    pub image: ReleaseImage,
     pub server: ReleaseServer,
     pub signature: SignaturePolicy,
     pub cache_dir: PathBuf,
@@ -69,7 +71,7 @@ pub struct VerifiedImage {
     pub channel: Channel,
     pub version: Version,
     pub arch: Arch,
-    pub variant: Variant,
+    pub image: ReleaseImage,
     pub path: PathBuf,
     pub size: u64,
     /// Lower-case hex SHA-512 of the file at `path`.
@@ -100,7 +102,7 @@ pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
     let version = match opts.version {
         VersionRequest::Exact(version) => version,
         VersionRequest::Current if opts.offline => {
-            let version = newest_cached(opts, &trust, opts.variant.image_file_name())?;
+            let version = newest_cached(opts, &trust, opts.image.file_name())?;
             say(
                 opts,
                 format_args!(
@@ -114,7 +116,7 @@ pub fn resolve(opts: &FetchOptions) -> anyhow::Result<Release> {
     };
     let dir = cache::entry_dir(&opts.cache_dir, opts.channel, version, opts.arch);
     // The cheap check: fetch_image makes the full one (--verify-cache) once.
-    let image = dir.join(opts.variant.image_file_name());
+    let image = dir.join(opts.image.file_name());
     if cache::check_cached(&image, &trust.expected()).is_ok() {
         return cached_release(opts, &dir, version);
     }
@@ -167,7 +169,7 @@ fn not_in_cache(opts: &FetchOptions, version: Version) -> anyhow::Error {
          run without --offline to download it",
         opts.channel,
         opts.arch,
-        opts.variant,
+        opts.image,
         opts.cache_dir.display()
     )
 }
@@ -195,7 +197,7 @@ pub fn fetch_image(
     }
     let client = HttpClient::with_limits(opts.retries, opts.progress, opts.limits);
     let mut trust = Trust::new(&opts.signature)?;
-    let file_name = opts.variant.image_file_name();
+    let file_name = opts.image.file_name();
     let dir = cache::entry_dir(
         &opts.cache_dir,
         release.channel,
@@ -258,7 +260,7 @@ fn hit(opts: &FetchOptions, release: &Release, image: &Path) -> anyhow::Result<V
         channel: release.channel,
         version: release.version,
         arch: release.arch,
-        variant: opts.variant,
+        image: opts.image,
         path: image.to_path_buf(),
         size: record.size,
         sha512: record.sha512,
@@ -294,7 +296,7 @@ fn newest_cached(
          run without --offline to download one",
         opts.channel,
         opts.arch,
-        opts.variant,
+        opts.image,
         opts.cache_dir.display()
     )
 }

@@ -122,7 +122,7 @@ pub(super) fn download_verified(
         channel: release.channel,
         version: release.version,
         arch: release.arch,
-        variant: opts.variant,
+        image: opts.image,
         path: image,
         size: final_size,
         sha512: final_sha512,
@@ -185,12 +185,12 @@ fn find_artifact(
     }
     bail!(
         "Flatcar {} {} has no {file_name} for {} (neither it nor its .bz2 is listed: {}); \
-         this release may not be built for QEMU {}",
+         this release may not be built for {}",
         release.channel,
         release.version,
         release.arch,
         answers.join(", "),
-        opts.variant
+        opts.image
     )
 }
 
