@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use xshell::Shell;
 
 use crate::build::plan::Plan;
+use crate::build::timeline::Timeline;
 use crate::build::{ignition, key};
 use crate::flatcar::VerifiedImage;
 use crate::rules::{self as node_rules, Stage};
@@ -24,13 +26,13 @@ pub struct NodeRules<'a> {
 
 /// Fills the work directory with what the plan names (the key and Ignition config
 /// when a Flatcar image boots, the node rules, the generated var file), then runs
-/// packer.
+/// packer; returns where its time went.
 pub fn run_packer(
     sh: &Shell,
     plan: &Plan,
     image: Option<&VerifiedImage>,
     rules: &NodeRules,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Timeline> {
     let paths = &plan.paths;
     if image.is_some() {
         let public_key = write_first_boot_config(sh, plan)?;
@@ -61,6 +63,7 @@ pub fn run_packer(
         capi.display(),
         paths.packer_log.display()
     );
+    let started = Instant::now();
     let finished = streaming::run(
         &packer,
         &args,
@@ -69,6 +72,7 @@ pub fn run_packer(
         Some("packer"),
         Some(&paths.packer_log),
     )?;
+    let timeline = Timeline::read(&finished.output, &finished.arrivals, started.elapsed());
     if !finished.success {
         bail!(
             "packer build failed:\n{}",
@@ -89,7 +93,7 @@ pub fn run_packer(
         std::fs::copy(&rule_vars, paths.staging.join(node_rules::VARS_FILE))
             .context("keeping the node rules' values")?;
     }
-    Ok(())
+    Ok(timeline)
 }
 
 /// The build's key pair and the repository's first-boot Ignition config with the

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::build::plan::{Plan, Recipe};
+use crate::build::timeline::Timeline;
 use crate::vm::accelerator::Accelerator;
 
 /// The name of the record in an output directory.
@@ -21,7 +23,7 @@ pub struct Artifact {
     pub sha512: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BuildRecord {
     /// What was built, as the plan said.
     #[serde(flatten)]
@@ -45,6 +47,16 @@ pub struct BuildRecord {
     pub tools: BTreeMap<String, String>,
     pub started: String,
     pub finished: String,
+    /// Seconds from the command's start to the record: the whole build but
+    /// verify-vagrant (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Seconds packer ran; the rest of `seconds` is the xtask's own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packer_seconds: Option<f64>,
+    /// Where packer's time went.
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 /// Who signed the base image, and whether that key is the pinned Flatcar key.
@@ -66,6 +78,10 @@ pub struct Finished {
     pub build_ssh_public_key: String,
     pub tools: BTreeMap<String, String>,
     pub started: String,
+    /// When the command started, for `seconds`.
+    pub started_at: Instant,
+    pub packer_seconds: f64,
+    pub timeline: Timeline,
 }
 
 impl BuildRecord {
@@ -82,6 +98,9 @@ impl BuildRecord {
             tools: finished.tools,
             started: finished.started,
             finished: crate::utc::now(),
+            seconds: Some(finished.started_at.elapsed().as_secs_f64()),
+            packer_seconds: Some(finished.packer_seconds),
+            timeline: finished.timeline,
         }
     }
 
@@ -134,6 +153,9 @@ mod tests {
             tools: BTreeMap::from([("packer".into(), "1.6.6".into())]),
             started: "2026-11-24 06:49:05 UTC".into(),
             finished: "2026-11-24 07:09:05 UTC".into(),
+            seconds: Some(1200.0),
+            packer_seconds: Some(1198.5),
+            timeline: Timeline::default(),
         };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), record.to_json()).unwrap();

@@ -7,6 +7,7 @@
 //! carries data only: the plan (`--dry-run`), the `export ...` line, or JSON.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -14,6 +15,7 @@ use xshell::Shell;
 
 use crate::build::plan::{self, KubernetesVersion, Plan, PlanInputs, Provider};
 use crate::build::record::{self, Artifact, BuildRecord, Finished, SignedBy};
+use crate::build::timeline::Timeline;
 use crate::build::{output_dir, packer_run, work_dir};
 use crate::checks::engine::CheckOptions;
 use crate::commands::fetch_image::FetchImageArgs;
@@ -167,7 +169,7 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
 /// Carries out `planned`: fetches the release it resolved, runs packer in a work
 /// directory and installs the outputs with their record. Does not verify the box.
 pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<Built> {
-    let started = crate::utc::now();
+    let started = (crate::utc::now(), Instant::now());
     output_dir::confirm_replace(&planned.plan.paths.output, args.force)?;
     let image = match args.provider {
         Provider::Qemu => Some(flatcar::fetch_image(
@@ -189,15 +191,16 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
         vars: plan::variables(&planned.inputs, &plan),
         goss: args.verify.goss.as_deref(),
     };
-    let packed = packer_run::run_packer(sh, &plan, image.as_ref(), &rules).and_then(|()| {
+    let packer_started = Instant::now();
+    let packed = packer_run::run_packer(sh, &plan, image.as_ref(), &rules).and_then(|timeline| {
         match streaming::interrupted() {
             true => Err(anyhow::anyhow!("interrupted")),
-            false => Ok(()),
+            false => Ok((packer_started.elapsed().as_secs_f64(), timeline)),
         }
     });
     drop(interrupts);
-    let result = packed.and_then(|()| {
-        let record = record_build(&plan, &planned, image, started)?;
+    let result = packed.and_then(|packer| {
+        let record = record_build(&plan, &planned, image, started, packer)?;
         output_dir::install_output(&paths.staging, &paths.output)?;
         Ok(record)
     });
@@ -226,7 +229,8 @@ fn record_build(
     plan: &Plan,
     planned: &Planned,
     image: Option<VerifiedImage>,
-    started: String,
+    (started, started_at): (String, Instant),
+    (packer_seconds, timeline): (f64, Timeline),
 ) -> anyhow::Result<BuildRecord> {
     let paths = &plan.paths;
     let public_key = paths.ssh_private_key.with_extension("pub");
@@ -252,6 +256,9 @@ fn record_build(
                 .filter_map(|p| Some((p.tool.to_owned(), p.version?.to_string())))
                 .collect(),
             started,
+            started_at,
+            packer_seconds,
+            timeline,
         },
     );
     let record_path = paths.staging.join(record::FILE_NAME);

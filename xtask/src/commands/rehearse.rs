@@ -114,8 +114,8 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let built = build_flatcar::plan(sh, &build_args)
         .and_then(|planned| build_flatcar::build(sh, &build_args, planned));
-    let output_dir = match built {
-        Ok(built) => built.output_dir,
+    let (output_dir, record) = match built {
+        Ok(built) => (built.output_dir, built.record),
         Err(err) => {
             steps.record("build-flatcar", "FAIL", started);
             eprint!("{}", steps.render());
@@ -133,6 +133,17 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         started,
     );
 
+    eprint!(
+        "{}",
+        record
+            .timeline
+            .render(record.seconds.unwrap_or_default())
+    );
+    eprintln!(
+        "xtask's own time: {:.1}s of {:.1}s",
+        record.seconds.unwrap_or_default() - record.packer_seconds.unwrap_or_default(),
+        record.seconds.unwrap_or_default()
+    );
     let build_rules = std::fs::read_to_string(output_dir.join("packer.log"))
         .map(|log| rules::report::parse(&log))
         .unwrap_or_default();

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -92,6 +93,9 @@ pub struct Finished {
     pub success: bool,
     /// Its stdout and stderr, interleaved as they came.
     pub output: String,
+    /// When each line of `output` arrived, counted from the command's start: the
+    /// build's timeline (`build::timeline`) is read from these.
+    pub arrivals: Vec<Duration>,
 }
 
 /// Runs `program args...` in `dir` with `env` added, echoing each output line to
@@ -109,6 +113,7 @@ pub fn run(
     log: Option<&Path>,
 ) -> anyhow::Result<Finished> {
     let _interrupts = catch_interrupts();
+    let started = Instant::now();
     // The command leads a process group of its own, and Ctrl-C goes to that whole
     // group: Packer's wrapper process does not pass SIGINT on to the packer that
     // does the work, which only a terminal's Ctrl-C to the group would reach.
@@ -130,8 +135,8 @@ pub fn run(
         .with_context(|| format!("starting {}", program.display()))?;
     let mut log_file = open_log(log)?;
     let watcher = PressWatcher::start(reader.pids());
-    let output = match echo_lines(&reader, prefix, log_file.as_mut()) {
-        Ok(output) => output,
+    let (output, arrivals) = match echo_lines(&reader, prefix, log_file.as_mut(), started) {
+        Ok(lines) => lines,
         Err(err) => {
             watcher.stop();
             return Err(err)
@@ -152,6 +157,7 @@ pub fn run(
     Ok(Finished {
         success: status.unwrap_or(false),
         output,
+        arrivals,
     })
 }
 
@@ -168,20 +174,24 @@ fn open_log(log: Option<&Path>) -> anyhow::Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
-/// Reads `reader` to its end, echoing and logging each line; returns the lines.
+/// Reads `reader` to its end, echoing and logging each line; returns the lines and
+/// when each arrived after `started`.
 fn echo_lines(
     reader: &duct::ReaderHandle,
     prefix: Option<&str>,
     mut log_file: Option<&mut std::fs::File>,
-) -> std::io::Result<String> {
+    started: Instant,
+) -> std::io::Result<(String, Vec<Duration>)> {
     let mut output = String::new();
+    let mut arrivals = Vec::new();
     let mut lines = BufReader::new(reader);
     let mut line = Vec::new();
     loop {
         line.clear();
         match lines.read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(output),
+            Ok(0) => return Ok((output, arrivals)),
             Ok(_) => {
+                arrivals.push(started.elapsed());
                 let text = String::from_utf8_lossy(&line);
                 // A mirror URL's credentials never reach the screen or the log.
                 let text = crate::net::credentials::redact(final_state(&text));
@@ -288,6 +298,7 @@ mod tests {
         .unwrap();
         assert!(!finished.success);
         assert_eq!(finished.output, "one\ntwo\n");
+        assert_eq!(finished.arrivals.len(), 2, "one arrival time per line");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
     }
 

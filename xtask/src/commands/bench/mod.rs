@@ -21,6 +21,8 @@ use crate::testbed::server::FileServer;
 use crate::testbed::signer::Signer;
 use crate::{nested_cargo, workspace};
 
+mod build;
+
 /// The benchmarks, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -40,6 +42,10 @@ pub enum Bench {
     BootToSsh,
     /// A clean build of the xtask crate (only with --slow).
     ColdBuild,
+    /// build-flatcar on the rehearsal guest with warm caches vs the baseline
+    /// revision's, a second build with the same Kubernetes version (time and
+    /// downloads), the xtask's own overhead (only with --slow; root; about 30 min).
+    Build,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,9 +56,12 @@ pub struct BenchArgs {
     /// Measured iterations of the fast benchmarks (slow ones use fewer and say so).
     #[arg(long, default_value_t = 5)]
     iterations: usize,
-    /// Also run cold-build (minutes).
+    /// Also run cold-build and build (minutes).
     #[arg(long)]
     slow: bool,
+    /// The git revision whose build-flatcar the build benchmark compares with.
+    #[arg(long, value_name = "REV", default_value = build::BASELINE_REVISION)]
+    baseline_revision: String,
     /// How to report: a table on stderr for people, or JSON on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -64,10 +73,13 @@ pub struct BenchArgs {
 static OWN_BINARY: OnceLock<PathBuf> = OnceLock::new();
 
 fn xtask() -> anyhow::Result<Command> {
-    let binary = OWN_BINARY
+    Ok(Command::new(own_binary_path()?))
+}
+
+fn own_binary_path() -> anyhow::Result<&'static Path> {
+    Ok(OWN_BINARY
         .get()
-        .context("the xtask binary is copied before the benchmarks run")?;
-    Ok(Command::new(binary))
+        .context("the xtask binary is copied before the benchmarks run")?)
 }
 
 /// Copies the running binary into `dir` for [`xtask`].
@@ -93,7 +105,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::BootToSsh,
         ];
         if args.slow {
-            names.push(Bench::ColdBuild);
+            names.extend([Bench::ColdBuild, Bench::Build]);
         }
     }
     let n = args.iterations.max(1);
@@ -110,6 +122,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
             Bench::ColdBuild => cold_build(sh)?,
+            Bench::Build => build::rows(sh, own_binary_path()?, &args.baseline_revision, 1)?,
         });
     }
     if args.format == Format::Json {
