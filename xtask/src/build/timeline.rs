@@ -88,7 +88,10 @@ impl Timeline {
         format!(
             "{}\n{}",
             table::render(&["build phase", "time", "share"], &rows(&self.phases)),
-            table::render(&["slowest task", "time", "share"], &rows(&self.slowest_tasks))
+            table::render(
+                &["slowest task", "time", "share"],
+                &rows(&self.slowest_tasks)
+            )
         )
     }
 }
@@ -203,7 +206,9 @@ Build 'qemu' finished.
 
     #[test]
     fn each_phase_lasts_until_the_next_begins() {
-        let arrivals = secs(&[0, 2, 10, 10, 11, 12, 13, 20, 30, 31, 32, 35, 40, 41, 50, 52, 60, 61, 62, 70]);
+        let arrivals = secs(&[
+            0, 2, 10, 10, 11, 12, 13, 20, 30, 31, 32, 35, 40, 41, 50, 52, 60, 61, 62, 70,
+        ]);
         let timeline = Timeline::read(OUTPUT, &arrivals, Duration::from_secs(75));
         let phases: Vec<(&str, f64)> = timeline
             .phases

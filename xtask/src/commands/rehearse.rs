@@ -135,9 +135,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
 
     eprint!(
         "{}",
-        record
-            .timeline
-            .render(record.seconds.unwrap_or_default())
+        record.timeline.render(record.seconds.unwrap_or_default())
     );
     eprintln!(
         "xtask's own time: {:.1}s of {:.1}s",

@@ -37,7 +37,7 @@ struct Xtask {
 
 /// The rows: warm build vs the baseline, the second build, the xtask's overhead.
 /// `ours` is the binary under test; `revision` the baseline's git revision.
-pub fn rows(sh: &Shell, ours: &Path, revision: &str, iterations: usize) -> anyhow::Result<Vec<Row>> {
+pub fn rows(sh: &Shell, ours: &Path, revision: &str) -> anyhow::Result<Vec<Row>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the build benchmarks need root, as `cargo xtask rehearse` does (they build and boot its guest)");
@@ -71,12 +71,10 @@ pub fn rows(sh: &Shell, ours: &Path, revision: &str, iterations: usize) -> anyho
     // Warm caches: each binary's cache holds the verified image before it builds.
     site.fetch(&ours, "ours")?;
     site.fetch(&baseline, "baseline")?;
-    let (mut first, mut base, mut second) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        first.push(site.build(&ours, "ours")?);
-        base.push(site.build(&baseline, "baseline")?);
-        second.push(site.build(&ours, "ours")?);
-    }
+    // One build each: a build takes minutes under TCG.
+    let first = vec![site.build(&ours, "ours")?];
+    let base = vec![site.build(&baseline, "baseline")?];
+    let second = vec![site.build(&ours, "ours")?];
     Ok(vec![
         warm_row(&first, &base, revision),
         second_row(&first, &second),
@@ -126,14 +124,23 @@ impl Site<'_> {
         command
             .arg("--mirror-config")
             .arg(self.config)
-            .args(["--accelerator", "tcg", "--force", "--no-verify", "--no-install"])
+            .args([
+                "--accelerator",
+                "tcg",
+                "--force",
+                "--no-verify",
+                "--no-install",
+            ])
             .stderr(Stdio::inherit());
         self.server.clear_requests();
         let started = Instant::now();
         let out = command.output().context("starting build-flatcar")?;
         let took = started.elapsed();
         if !out.status.success() {
-            bail!("build-flatcar with {} failed; its output is above", xtask.binary.display());
+            bail!(
+                "build-flatcar with {} failed; its output is above",
+                xtask.binary.display()
+            );
         }
         let output_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         let record = BuildRecord::read(&output_dir)?;

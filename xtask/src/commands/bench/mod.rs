@@ -122,7 +122,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
             Bench::ColdBuild => cold_build(sh)?,
-            Bench::Build => build::rows(sh, own_binary_path()?, &args.baseline_revision, 1)?,
+            Bench::Build => build::rows(sh, own_binary_path()?, &args.baseline_revision)?,
         });
     }
     if args.format == Format::Json {
