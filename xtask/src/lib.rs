@@ -5,6 +5,7 @@
 //! are small pieces every layer may use.
 
 pub mod ansi;
+pub mod artifacts;
 pub mod build;
 pub mod checks;
 pub mod commands;

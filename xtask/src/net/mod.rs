@@ -5,4 +5,5 @@
 
 pub mod credentials;
 pub mod download;
+pub mod file_server;
 pub mod openpgp;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::release_tree::file_digest;
+use crate::artifacts::layout::mirror_path;
 
 /// The CNI plugins a release archive carries, each a stand-in here.
 const CNI_PLUGINS: &[&str] = &[
@@ -101,21 +102,6 @@ impl Downloads {
         }
         Ok(downloads)
     }
-}
-
-/// Where a URL's file sits in the mirror: its host, then its path, so that a mirror
-/// URL reads like the original (`https://dl.k8s.io/release/x` is `dl.k8s.io/release/x`).
-pub fn mirror_path(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .with_context(|| format!("`{url}` is not an http(s) URL"))?;
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let path = rest.trim_end_matches('/');
-    if path.is_empty() || path.split('/').any(|part| part.is_empty() || part == "..") {
-        bail!("`{url}` has no plain file path to mirror");
-    }
-    Ok(path.to_owned())
 }
 
 /// How a checksum file is written.
@@ -392,18 +378,6 @@ pub(crate) mod tests {
             ]
         );
         assert!(entries[3].1.contains("name='ctr'") && entries[3].1.contains("version='2.3.3'"));
-    }
-
-    #[test]
-    fn mirror_paths() {
-        assert_eq!(
-            mirror_path("https://dl.k8s.io/release/").unwrap(),
-            "dl.k8s.io/release"
-        );
-        assert_eq!(mirror_path("http://h/a/b?x=1").unwrap(), "h/a/b");
-        assert!(mirror_path("ftp://h/a").is_err());
-        assert!(mirror_path("https://h/a/../b").is_err());
-        assert!(mirror_path("https://").is_err());
     }
 
     #[test]

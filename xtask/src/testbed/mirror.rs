@@ -10,10 +10,11 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use xshell::Shell;
 
-use super::downloads::{mirror_path, plan_downloads, write_planned, Downloads};
+use super::downloads::{plan_downloads, write_planned, Downloads};
 use super::guest::Guest;
 use super::release_tree::{self, file_digest, Image, Release};
 use super::signer::Signer;
+use crate::artifacts::layout::at_base;
 use crate::flatcar::release::Variant;
 
 /// Where the release tree starts below the mirror's root: the release server URL a
@@ -72,8 +73,7 @@ fn mirror_config(
     python: &PythonOverride,
     guest_url: &str,
 ) -> anyhow::Result<Value> {
-    let base = guest_url.trim_end_matches('/');
-    let at_mirror = |url: &str| anyhow::Ok(format!("{base}/{}", mirror_path(url)?));
+    let at_mirror = |url: &str| at_base(guest_url, url);
     Ok(json!({
         "kubernetes_http_source": at_mirror(&downloads.kubernetes_http_source)?,
         "cni_url": at_mirror(&downloads.cni_url)?,
@@ -167,6 +167,7 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::layout::mirror_path;
     use crate::testbed::downloads::tests::downloads;
 
     #[test]
