@@ -156,6 +156,22 @@ fn the_dry_run_plan_as_text_is_all_stdout_holds() {
           kubernetes_http_source: https://dl.k8s.io/release
           pypy_http_source: https://downloads.python.org/pypy
 
+        Artifacts, fetched and verified on this host, served to the VM by the build (http://10.0.2.2:<port>):
+          kubeadm v1.35.1: https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm
+            sha256 from https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm.sha256
+          kubelet v1.35.1: https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubelet
+            sha256 from https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubelet.sha256
+          kubectl v1.35.1: https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubectl
+            sha256 from https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubectl.sha256
+          cni v1.9.1: https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz
+            sha256 from https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz.sha256
+          crictl v1.36.0: https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz
+            sha256 from https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz.sha256
+          containerd 2.3.3: https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz
+            sha256 from https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz.sha256sum
+          pypy 7.3.17: https://downloads.python.org/pypy/pypy3.10-v7.3.17-linux64.tar.bz2
+            sha256 fdcdb9b24f1a7726003586503fdeb264fd68fc37fbfcea022dcfe825a7fee18b (published)
+
         Packer, run in images/capi:
           packer \
             build \
@@ -484,4 +500,111 @@ fn offline_builds_the_newest_release_the_cache_verified() {
         plan["build_name"].as_str().unwrap().contains("-1.2.3-"),
         "{plan}"
     );
+}
+
+/// The artifacts of the repository's build written under `root` at their mirror
+/// paths, with checksum files; returns the list and PyPy's digest.
+fn write_artifacts(root: &Path) -> (Vec<xtask::artifacts::Artifact>, String) {
+    use xtask::artifacts::{artifact_list, checksum::Algorithm, Pypy};
+    let vars = xtask::build::plan::rendered_variables(xtask::build::plan::Provider::Qemu).unwrap();
+    let digest = |body: &str| {
+        let mut h = Algorithm::Sha256.hasher();
+        h.update(body.as_bytes());
+        h.finish()
+    };
+    let pypy_sha256 = digest("pypy");
+    let pypy = Pypy {
+        version: "7.3.11".into(),
+        python_version: "3.9".into(),
+        platform: "linux64".into(),
+        sha256: pypy_sha256.clone(),
+    };
+    let list = artifact_list(&vars, &pypy).unwrap();
+    for a in &list {
+        let file = root.join(&a.served_path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &a.name).unwrap();
+        if let Some(sums) = a.checksum_served_path().unwrap() {
+            let text = format!("{}  {}\n", digest(&a.name), a.file_name());
+            std::fs::write(root.join(sums), text).unwrap();
+        }
+    }
+    (list, pypy_sha256)
+}
+
+#[test]
+fn a_tampered_artifact_stops_the_build_before_packer() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    std::fs::write(&image, b"not really a disk image").unwrap();
+    let version = "9992.0.0";
+    let unsigned = Release {
+        images: vec![Image {
+            digests: Digests::Sha512Only,
+            ..Image::new("flatcar_production_qemu_image.img", &image)
+        }],
+        ..Release::new("stable", "amd64", version)
+    };
+    release_tree::write(dir.path(), &unsigned).unwrap();
+    let server = FileServer::start(dir.path());
+    let (list, pypy_sha256) = write_artifacts(dir.path());
+    let kubelet = &list[1];
+    std::fs::write(dir.path().join(&kubelet.served_path), "tampered").unwrap();
+    let vars = xtask::build::plan::rendered_variables(xtask::build::plan::Provider::Qemu).unwrap();
+    let mut config: serde_json::Map<String, serde_json::Value> =
+        xtask::artifacts::variables_at(&vars, &server.url())
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    config.insert(
+        "ansible_extra_vars".into(),
+        format!("pypy_python_version=3.9 pypy_version=7.3.11 pypy_sha256={pypy_sha256}").into(),
+    );
+    let mirror = dir.path().join("mirror.json");
+    std::fs::write(&mirror, serde_json::Value::Object(config).to_string()).unwrap();
+
+    let out = build(
+        &server,
+        &dir.path().join("cache"),
+        &[
+            "stable",
+            version,
+            "--no-install",
+            "--insecure-skip-signature",
+            "--no-verify",
+            "--mirror-config",
+            mirror.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let sha = |body: &str| {
+        let mut h = xtask::artifacts::checksum::Algorithm::Sha256.hasher();
+        h.update(body.as_bytes());
+        h.finish()
+    };
+    let named = format!(
+        "kubelet does not match its published checksum: SHA-256 {} downloaded, {} expected (from {}.sha256)",
+        sha("tampered"),
+        sha("kubelet"),
+        kubelet.url.replace("https://", &format!("{}/", server.url()))
+    );
+    assert!(err.contains(&named), "{named}\n{err}");
+    assert!(err.contains("1 of 7 artifacts"), "{err}");
+    assert!(!err.contains("==> qemu"), "packer started: {err}");
+    let work = support::project_root()
+        .join("images/capi/output/.work/flatcar-stable-9992.0.0-kube-v1.36.2");
+    assert!(!work.exists(), "{} was left", work.display());
+    // Every artifact request came from the xtask, none from anything else.
+    let artifact_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.starts_with("/stable/"))
+        .collect();
+    assert_eq!(artifact_requests.len(), 13, "{artifact_requests:#?}");
+    assert!(artifact_requests.iter().all(|r| r
+        .user_agent
+        .as_deref()
+        .is_some_and(|ua| ua.starts_with(xtask::net::download::USER_AGENT_NAME))));
 }

@@ -268,7 +268,7 @@ mod tests {
         assert!(log.iter().all(|r| r
             .user_agent
             .as_deref()
-            .is_some_and(|ua| ua.starts_with("flatcar-capi-builder-xtask/"))));
+            .is_some_and(|ua| ua.starts_with(crate::net::download::USER_AGENT_NAME))));
 
         server.clear_requests();
         let second = fetch_all(&client, &cache, &artifacts, true).unwrap();

@@ -17,7 +17,11 @@ use super::pypy::Pypy;
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ChecksumSource {
     /// A checksum file published next to it.
-    File { url: String, algorithm: Algorithm },
+    File {
+        #[serde(serialize_with = "redacted")]
+        url: String,
+        algorithm: Algorithm,
+    },
     /// A value published elsewhere and carried in the image definitions.
     Fixed {
         algorithm: Algorithm,
@@ -35,6 +39,11 @@ impl ChecksumSource {
     }
 }
 
+/// A URL as printed: a mirror's credentials stay out of plans and records.
+fn redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::net::credentials::redact(url))
+}
+
 /// One file a build downloads besides Flatcar.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Artifact {
@@ -42,6 +51,7 @@ pub struct Artifact {
     pub name: String,
     pub version: String,
     pub goarch: String,
+    #[serde(serialize_with = "redacted")]
     pub url: String,
     pub checksum: ChecksumSource,
     /// Bytes, once a verified copy says so (never from the var files).

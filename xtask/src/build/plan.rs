@@ -12,6 +12,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::artifacts::{self, Artifact, PypyDefaults};
 use crate::flatcar::cache;
 use crate::flatcar::platform::ReleaseImage;
 use crate::flatcar::release::Release;
@@ -136,6 +137,8 @@ pub struct PlanInputs {
     /// The repository root, under which outputs go.
     pub root: PathBuf,
     pub cache_dir: PathBuf,
+    /// What the setup role's defaults say about PyPy (its published SHA-256).
+    pub pypy: PypyDefaults,
 }
 
 /// Where a build writes: its work directory while it runs, its output once done.
@@ -172,6 +175,27 @@ impl BuildPaths {
     }
 }
 
+/// Who downloads a build's artifacts (Kubernetes, CNI, crictl, containerd, PyPy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// This host, verified into the cache; the build serves them to its VM on
+    /// 127.0.0.1, which QEMU's user-mode network shows the guest as 10.0.2.2.
+    Host,
+    /// The build machine itself, from the URLs as they are: an EC2 instance cannot
+    /// reach this host's loopback.
+    Guest,
+}
+
+impl Delivery {
+    fn describe(self) -> &'static str {
+        match self {
+            Delivery::Host => "fetched and verified on this host, served to the VM by the build (http://10.0.2.2:<port>)",
+            Delivery::Guest => "downloaded by the EC2 instance itself, which cannot reach this host's loopback",
+        }
+    }
+}
+
 /// Everything decided before anything is changed: what `--dry-run` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -183,6 +207,10 @@ pub struct Plan {
     pub output_dir: String,
     /// Every download, by variable (or role in the release).
     pub urls: BTreeMap<String, String>,
+    /// Who fetches the artifacts.
+    pub artifact_delivery: Delivery,
+    /// Every file the roles download besides Flatcar, with its checksum's source.
+    pub artifacts: Vec<Artifact>,
     /// `packer` and its arguments, run in images/capi.
     pub packer_command: Vec<String>,
     /// The generated var file's content. The image's checksum is in it once the
@@ -196,8 +224,14 @@ pub struct Plan {
 /// stops and removes its VM instead of asking.
 const BUILD_OPTIONS: &[&str] = &["-color=false", "-on-error=cleanup"];
 
-/// The plan for `inputs`; `image_sha512` is the verified image's digest once known.
-pub fn plan(inputs: &PlanInputs, image_sha512: Option<&str>) -> Plan {
+/// The plan for `inputs`; `image_sha512` is the verified image's digest once known,
+/// `artifact_server` the base URL the VM reaches the build's own server at once it
+/// runs (the download variables then point there).
+pub fn plan(
+    inputs: &PlanInputs,
+    image_sha512: Option<&str>,
+    artifact_server: Option<&str>,
+) -> anyhow::Result<Plan> {
     let release = &inputs.release;
     let mut supplied = inputs
         .kubernetes
@@ -224,7 +258,24 @@ pub fn plan(inputs: &PlanInputs, image_sha512: Option<&str>) -> Plan {
         containerd_version: render("containerd_version"),
         cni_version: render("cni_version"),
     };
-    Plan {
+    let upstream = rendered_all(&inputs.values, &supplied);
+    let pypy = artifacts::pypy(
+        &inputs.pypy,
+        &upstream.get("goarch").cloned().unwrap_or_default(),
+        upstream
+            .get("ansible_extra_vars")
+            .map_or("", String::as_str),
+    )?;
+    let artifacts = artifacts::artifact_list(&upstream, &pypy)?;
+    let urls = urls(inputs, &supplied);
+    let artifact_delivery = match inputs.provider {
+        Provider::Qemu => Delivery::Host,
+        Provider::Ami => Delivery::Guest,
+    };
+    if let (Delivery::Host, Some(base)) = (artifact_delivery, artifact_server) {
+        supplied.extend(artifacts::variables_at(&upstream, base)?);
+    }
+    Ok(Plan {
         recipe,
         build_name,
         accelerator: inputs.accelerator,
@@ -234,24 +285,32 @@ pub fn plan(inputs: &PlanInputs, image_sha512: Option<&str>) -> Plan {
             .unwrap_or(&paths.output)
             .display()
             .to_string(),
-        urls: urls(inputs, &supplied),
+        urls,
+        artifact_delivery,
+        artifacts,
         packer_command: packer_command(inputs, &paths),
         generated_var_file: supplied,
         paths,
-    }
+    })
+}
+
+/// Every variable the var files set, rendered with what the build supplies.
+fn rendered_all(
+    values: &BTreeMap<String, Layered>,
+    supplied: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = values
+        .keys()
+        .map(|name| (name.clone(), rendered(values, supplied, name)))
+        .collect();
+    all.extend(supplied.clone());
+    all
 }
 
 /// Every variable of the build as this plan renders it (the var files' values and
 /// what the build supplies): the values the node rules are checked against.
 pub fn variables(inputs: &PlanInputs, plan: &Plan) -> BTreeMap<String, String> {
-    let supplied = &plan.generated_var_file;
-    let mut all: BTreeMap<String, String> = inputs
-        .values
-        .keys()
-        .map(|name| (name.clone(), rendered(&inputs.values, supplied, name)))
-        .collect();
-    all.extend(supplied.clone());
-    all
+    rendered_all(&inputs.values, &plan.generated_var_file)
 }
 
 /// The variables only the build knows: where it writes, and for a local VM the
@@ -375,6 +434,23 @@ pub fn render_text(plan: &Plan) -> String {
     for (name, url) in &plan.urls {
         out += &format!("  {name}: {url}\n");
     }
+    out += &format!("\nArtifacts, {}:\n", plan.artifact_delivery.describe());
+    for a in &plan.artifacts {
+        let checksum = match &a.checksum {
+            artifacts::ChecksumSource::File { url, algorithm } => {
+                format!("{} from {}", algorithm.name(), credentials::redact(url))
+            }
+            artifacts::ChecksumSource::Fixed { algorithm, digest } => {
+                format!("{} {digest} (published)", algorithm.name())
+            }
+        };
+        out += &format!(
+            "  {} {}: {}\n    {checksum}\n",
+            a.name,
+            a.version,
+            credentials::redact(&a.url)
+        );
+    }
     out += "\nPacker, run in images/capi:\n  ";
     out += &plan.packer_command.join(" \\\n    ");
     out += "\n\nGenerated var file:\n";
@@ -476,7 +552,10 @@ mod tests {
             release,
             image: ReleaseImage::Qemu(crate::flatcar::Variant::Bios),
             signing_key_url: Some("http://mirror.example/key.asc".into()),
-            values: BTreeMap::from([
+            values: crate::artifacts::list::tests::vars()
+                .iter()
+                .map(|(k, v)| (k.clone(), layered(v)))
+                .chain([
                 (
                     "build_name".to_owned(),
                     layered("flatcar-{{user `flatcar_channel`}}-{{user `flatcar_version`}}-kube-{{user `kubernetes_semver`}}"),
@@ -486,20 +565,27 @@ mod tests {
                 ("containerd_version".to_owned(), layered("2.1.4")),
                 ("cni_version".to_owned(), layered("1.8.0")),
                 ("cni_url".to_owned(), layered("https://cni.example/v{{user `cni_version`}}.tgz")),
-            ]),
+            ])
+                .collect(),
             mirror_config: None,
             kubernetes: Some("1.35.1".parse().unwrap()),
             accelerator: Some(Accelerator::Tcg),
             root: PathBuf::from("/repo"),
             cache_dir: PathBuf::from("/cache"),
+            pypy: PypyDefaults {
+                version: "7.3.17".into(),
+                python_version: "3.10".into(),
+                platform_by_goarch: BTreeMap::from([("amd64".into(), "linux64".into())]),
+                sha256_by_platform: BTreeMap::from([("linux64".into(), "ab".repeat(32))]),
+            },
         }
     }
 
     #[test]
     fn the_checksum_is_planned_only_once_verified() {
         let inputs = inputs(Provider::Qemu);
-        let before = plan(&inputs, None);
-        let after = plan(&inputs, Some("ab12"));
+        let before = plan(&inputs, None, None).unwrap();
+        let after = plan(&inputs, Some("ab12"), None).unwrap();
         assert!(!before
             .generated_var_file
             .contains_key("flatcar_image_checksum"));
@@ -512,10 +598,34 @@ mod tests {
     }
 
     #[test]
+    fn a_running_artifact_server_takes_every_download_of_the_vm() {
+        let inputs = inputs(Provider::Qemu);
+        let plan = plan(&inputs, Some("ab12"), Some("http://10.0.2.2:4321")).unwrap();
+        let vars = &plan.generated_var_file;
+        assert_eq!(
+            vars["cni_url"],
+            "http://10.0.2.2:4321/cni.example/v1.8.0.tgz"
+        );
+        assert_eq!(
+            vars["kubernetes_http_source"],
+            "http://10.0.2.2:4321/dl.k8s.io/release"
+        );
+        assert_eq!(
+            plan.artifacts[3].url, "https://cni.example/v1.8.0.tgz",
+            "the list keeps the upstream"
+        );
+        assert_eq!(plan.urls["cni_url"], "https://cni.example/v1.8.0.tgz");
+        assert_eq!(
+            plan.artifacts[0].url,
+            "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm"
+        );
+    }
+
+    #[test]
     fn a_plan_without_a_local_vm_has_no_image_or_accelerator() {
         let mut inputs = inputs(Provider::Ami);
         inputs.accelerator = None;
-        let plan = plan(&inputs, None);
+        let plan = plan(&inputs, None, None).unwrap();
         assert_eq!(
             plan.generated_var_file.keys().collect::<Vec<_>>(),
             [
@@ -527,6 +637,14 @@ mod tests {
             ]
         );
         assert!(!plan.urls.contains_key("flatcar_image"));
+        assert_eq!(plan.artifact_delivery, Delivery::Guest);
+        assert_eq!(
+            plan.artifacts.len(),
+            7,
+            "listed, though the instance fetches them"
+        );
+        let served = super::plan(&inputs, None, Some("http://10.0.2.2:1")).unwrap();
+        assert!(!served.generated_var_file.contains_key("cni_url"));
         assert_eq!(plan.recipe.provider.to_string(), "ami");
     }
 
@@ -534,7 +652,7 @@ mod tests {
     /// tests/build.rs on the real command's output).
     #[test]
     fn the_plan_as_json() {
-        let plan = plan(&inputs(Provider::Qemu), None);
+        let plan = plan(&inputs(Provider::Qemu), None, None).unwrap();
         expect_test::expect![[r#"
             {
               "channel": "stable",
@@ -549,10 +667,108 @@ mod tests {
               "output_dir": "images/capi/output/flatcar-stable-4081.2.0-kube-v1.35.1",
               "urls": {
                 "cni_url": "https://cni.example/v1.8.0.tgz",
+                "containerd_url": "https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz",
+                "crictl_url": "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz",
                 "flatcar_image": "http://mirror.example/stable/amd64-usr/4081.2.0/flatcar_production_qemu_image.img",
                 "flatcar_release": "http://mirror.example/stable/amd64-usr/4081.2.0/",
-                "flatcar_signing_key": "http://mirror.example/key.asc"
+                "flatcar_signing_key": "http://mirror.example/key.asc",
+                "kubernetes_http_source": "https://dl.k8s.io/release",
+                "pypy_http_source": "https://downloads.python.org/pypy"
               },
+              "artifact_delivery": "host",
+              "artifacts": [
+                {
+                  "name": "kubeadm",
+                  "version": "v1.35.1",
+                  "goarch": "amd64",
+                  "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm.sha256",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubeadm"
+                },
+                {
+                  "name": "kubelet",
+                  "version": "v1.35.1",
+                  "goarch": "amd64",
+                  "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubelet",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubelet.sha256",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubelet"
+                },
+                {
+                  "name": "kubectl",
+                  "version": "v1.35.1",
+                  "goarch": "amd64",
+                  "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubectl",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubectl.sha256",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "dl.k8s.io/release/v1.35.1/bin/linux/amd64/kubectl"
+                },
+                {
+                  "name": "cni",
+                  "version": "1.8.0",
+                  "goarch": "amd64",
+                  "url": "https://cni.example/v1.8.0.tgz",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://cni.example/v1.8.0.tgz.sha256",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "cni.example/v1.8.0.tgz"
+                },
+                {
+                  "name": "crictl",
+                  "version": "v1.36.0",
+                  "goarch": "amd64",
+                  "url": "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz.sha256",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz"
+                },
+                {
+                  "name": "containerd",
+                  "version": "2.1.4",
+                  "goarch": "amd64",
+                  "url": "https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz",
+                  "checksum": {
+                    "kind": "file",
+                    "url": "https://github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz.sha256sum",
+                    "algorithm": "sha256"
+                  },
+                  "size": null,
+                  "served_path": "github.com/containerd/containerd/releases/download/v2.3.3/containerd-2.3.3-linux-amd64.tar.gz"
+                },
+                {
+                  "name": "pypy",
+                  "version": "7.3.17",
+                  "goarch": "amd64",
+                  "url": "https://downloads.python.org/pypy/pypy3.10-v7.3.17-linux64.tar.bz2",
+                  "checksum": {
+                    "kind": "fixed",
+                    "algorithm": "sha256",
+                    "digest": "abababababababababababababababababababababababababababababababab"
+                  },
+                  "size": null,
+                  "served_path": "downloads.python.org/pypy/pypy3.10-v7.3.17-linux64.tar.bz2"
+                }
+              ],
               "packer_command": [
                 "packer",
                 "build",

@@ -13,7 +13,8 @@ use anyhow::Context;
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::build::plan::{self, KubernetesVersion, Plan, PlanInputs, Provider};
+use crate::artifacts::{self, PypyDefaults};
+use crate::build::plan::{self, Delivery, KubernetesVersion, Plan, PlanInputs, Provider};
 use crate::build::record::{self, Artifact, BuildRecord, Finished, SignedBy};
 use crate::build::timeline::Timeline;
 use crate::build::{output_dir, packer_run, work_dir};
@@ -23,6 +24,8 @@ use crate::commands::validate;
 use crate::commands::verify_vagrant::{self, VerifyArgs, VerifyOptions};
 use crate::flatcar::{self, FetchOptions, SignaturePolicy, VerifiedImage};
 use crate::install::{self, InstallOptions};
+use crate::net::download::{HttpClient, ProgressStyle};
+use crate::net::file_server::{FileServer, Files};
 use crate::output::Format;
 use crate::packer::targets::BuildTarget;
 use crate::toolchain::tools::{self, Probe, Purpose, TOOLS};
@@ -157,9 +160,10 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
         accelerator,
         root: workspace::project_root(),
         cache_dir: options.cache_dir.clone(),
+        pypy: PypyDefaults::load(&workspace::capi_dir())?,
     };
     Ok(Planned {
-        plan: plan::plan(&inputs, None),
+        plan: plan::plan(&inputs, None, None)?,
         inputs,
         options,
         probes,
@@ -179,7 +183,17 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
         )?),
         Provider::Ami => None,
     };
-    let plan = plan::plan(&planned.inputs, image.as_ref().map(|i| i.sha512.as_str()));
+    // Every artifact is verified before packer starts, and served to the VM
+    // for as long as packer runs.
+    let server = match planned.plan.artifact_delivery {
+        Delivery::Host => Some(serve_artifacts(&planned)?),
+        Delivery::Guest => None,
+    };
+    let plan = plan::plan(
+        &planned.inputs,
+        image.as_ref().map(|i| i.sha512.as_str()),
+        server.as_ref().map(FileServer::url_for_guest).as_deref(),
+    )?;
     let paths = &plan.paths;
 
     // The work directory holds the build's private key: it goes on every way out
@@ -199,6 +213,12 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
         }
     });
     drop(interrupts);
+    if let Some(server) = server {
+        eprintln!(
+            "The build's artifact server answered {} requests from the VM.",
+            server.requests().len()
+        );
+    }
     let result = packed.and_then(|packer| {
         let record = record_build(&plan, &planned, image, started, packer)?;
         output_dir::install_output(&paths.staging, &paths.output)?;
@@ -221,6 +241,34 @@ pub fn build(sh: &Shell, args: &BuildArgs, planned: Planned) -> anyhow::Result<B
         output_dir: paths.output.clone(),
         record,
     })
+}
+
+/// Fetches the plan's artifacts into the cache (or finds them there, verified) and
+/// serves exactly those files, and their checksum files, on 127.0.0.1.
+fn serve_artifacts(planned: &Planned) -> anyhow::Result<FileServer> {
+    let options = &planned.options;
+    // Parallel downloads share stderr: a line each now and then, not bars.
+    let progress = match options.progress {
+        ProgressStyle::Bar => ProgressStyle::Lines,
+        other => other,
+    };
+    let client = HttpClient::with_limits(options.retries, progress, options.limits);
+    let cached = artifacts::fetch_all(
+        &client,
+        &options.cache_dir,
+        &planned.plan.artifacts,
+        options.offline,
+    )?;
+    let downloaded = cached.iter().filter(|c| c.downloaded).count();
+    if options.progress != ProgressStyle::Quiet {
+        eprintln!(
+            "Artifacts verified: {} ({downloaded} downloaded, {} from the cache {})",
+            cached.len(),
+            cached.len() - downloaded,
+            options.cache_dir.display()
+        );
+    }
+    FileServer::start(Files::Map(artifacts::served_files(&cached)?))
 }
 
 /// Writes `build.json` into the staging directory: the plan, the verified base

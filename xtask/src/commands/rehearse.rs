@@ -28,9 +28,9 @@ pub enum Fault {
     /// The mirror serves the image with one byte flipped after signing: the build
     /// must stop before booting anything and leave nothing in the cache.
     TamperedImage,
-    /// The mirror serves a PyPy archive that does not match its checksum, the first
-    /// download the guest makes (so the test stops as early as it can): that Ansible
-    /// task fails inside the guest, and the build must name it and leave no output.
+    /// The mirror serves a PyPy archive that does not match its published checksum:
+    /// the build's host-side fetch must stop before packer starts, naming the file
+    /// and both checksums, and leave no output.
     CorruptDownload,
     /// The mirror serves the guest, whose image says it is 9999.0.0, as a
     /// release it claims is 9999.0.1 (signed, with a matching DIGESTS and
@@ -132,6 +132,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         &format!("pass ({downloads_served} downloads from the mirror)"),
         started,
     );
+    check_only_the_host_downloaded(&served)?;
 
     eprint!(
         "{}",
@@ -153,6 +154,38 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     eprint!("{}", steps.render());
     eprint!("{}", rules_table(&build_rules, &verify_rules));
     verified
+}
+
+/// Every request the mirror saw came from the xtask on the host (its User-Agent):
+/// the VM fetched nothing from it, only from the build's own server.
+fn check_only_the_host_downloaded(served: &[server::Request]) -> anyhow::Result<()> {
+    let from_elsewhere: Vec<String> = served
+        .iter()
+        .filter(|r| {
+            !r.user_agent
+                .as_deref()
+                .is_some_and(|ua| ua.starts_with(crate::net::download::USER_AGENT_NAME))
+        })
+        .map(|r| {
+            format!(
+                "{} {} ({})",
+                r.method,
+                r.path,
+                r.user_agent.as_deref().unwrap_or("no User-Agent")
+            )
+        })
+        .collect();
+    if !from_elsewhere.is_empty() {
+        bail!(
+            "the mirror answered requests that did not come from the xtask on the host (the VM must fetch only from the build's server):\n  {}",
+            from_elsewhere.join("\n  ")
+        );
+    }
+    eprintln!(
+        "rehearse: all {} mirror requests came from the host's xtask, none from the VM",
+        served.len()
+    );
+    Ok(())
 }
 
 /// The rehearsal's steps so far, each with its result and time, for the closing table.
@@ -299,7 +332,8 @@ fn serve_mirror(
     }
     let server = server::FileServer::start(&mirror.root)?;
     let mirror_config = run_dir.join("mirror-config.json");
-    let mut config = mirror.mirror_config(&server.url_for_guest())?;
+    // The host fetches every download; the VM gets them from the build's own server.
+    let mut config = mirror.mirror_config(&server.url())?;
     if fault == Some(Fault::KernelParamUnset) {
         // The site's extra vars keep what the mirror set (PyPy's version and
         // checksum) and gain the kernel settings, as one JSON document.

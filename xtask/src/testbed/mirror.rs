@@ -60,20 +60,20 @@ impl Mirror {
     }
 
     /// The var file (`--mirror-config`) that sends every download of the build to the
-    /// mirror at `guest_url`, the base URL as the guest sees it (`http://10.0.2.2:<port>`
-    /// under QEMU user-mode networking). The PyPy it serves is not the release the
+    /// mirror at `base_url` (the host fetches them all, as `http://127.0.0.1:<port>`,
+    /// and serves them to its VM itself). The PyPy it serves is not the release the
     /// setup role defaults to, so its version and SHA-256 go in as Ansible variables.
-    pub fn mirror_config(&self, guest_url: &str) -> anyhow::Result<Value> {
-        mirror_config(&self.downloads, &self.python, guest_url)
+    pub fn mirror_config(&self, base_url: &str) -> anyhow::Result<Value> {
+        mirror_config(&self.downloads, &self.python, base_url)
     }
 }
 
 fn mirror_config(
     downloads: &Downloads,
     python: &PythonOverride,
-    guest_url: &str,
+    base_url: &str,
 ) -> anyhow::Result<Value> {
-    let at_mirror = |url: &str| at_base(guest_url, url);
+    let at_mirror = |url: &str| at_base(base_url, url);
     Ok(json!({
         "kubernetes_http_source": at_mirror(&downloads.kubernetes_http_source)?,
         "cni_url": at_mirror(&downloads.cni_url)?,

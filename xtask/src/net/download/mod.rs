@@ -25,6 +25,10 @@ pub use retry::Unreachable;
 use retry::{check_status, not_found, Failure};
 use transfer::Transfer;
 
+/// The name the client gives in its User-Agent, before `/<version>`: servers (and
+/// the rehearsal's checks) tell the xtask's requests from curl's or Ansible's by it.
+pub const USER_AGENT_NAME: &str = "flatcar-capi-builder-xtask";
+
 /// Small files (version.txt, DIGESTS, signatures, keys) are read into memory up
 /// to this size; anything larger is not what we asked for.
 const SMALL_FILE_LIMIT: u64 = 16 * 1024 * 1024;
