@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::commands::{
-    bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, pre_commit, rehearse,
-    rehearse_guest, test, validate, verify_vagrant,
+    bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, mirror, pre_commit,
+    rehearse, rehearse_guest, test, validate, verify_vagrant,
 };
 use xtask::error::Exit;
 use xtask::{toolchain, workspace};
@@ -31,6 +31,7 @@ Examples:
   cargo xtask fetch-image stable       download and verify the current stable QEMU image into the cache
   cargo xtask install-hook             run the checks on staged files before every commit
   cargo xtask lint --fix               shellcheck, yamllint, ansible-lint, rustfmt, clippy; rewrite JSON canonically
+  cargo xtask mirror /srv/flatcar     every file a build needs, verified, in a tree a static web server can serve
   cargo xtask pre-commit               the checks that concern the staged files, on the staged content
   cargo xtask rehearse                 build and verify a box end to end against a loopback mirror (root)
   cargo xtask rehearse-guest           build or reuse the Flatcar-shaped test guest, boot it, time boot-to-SSH
@@ -79,6 +80,16 @@ enum Command {
     ///
     /// Example: `cargo xtask lint --fix`
     Lint(lint::LintArgs),
+    /// Write every file a build needs into a directory any static web server can serve.
+    ///
+    /// The Flatcar release files (image, signature, DIGESTS, version.txt, the signing
+    /// key) of each channel, and every Kubernetes, CNI, crictl, containerd and PyPy
+    /// download with its checksum file, each verified through the cache, at its
+    /// upstream host and path below the directory. Writes mirror-config.json for
+    /// --mirror-config and prints the build-flatcar command line that uses the mirror.
+    ///
+    /// Example: `cargo xtask mirror /srv/flatcar stable --channel beta --base-url http://mirror.internal`
+    Mirror(mirror::MirrorArgs),
     /// Check what is staged for commit: the validate and lint checks for those files.
     ///
     /// Reads the staged file list, checks out the index into a temporary directory and
@@ -137,6 +148,7 @@ fn main() -> ExitCode {
         Command::FetchImage(args) => fetch_image::run(&sh, args),
         Command::InstallHook(args) => install_hook::run(&sh, args),
         Command::Lint(args) => lint::run(&sh, args),
+        Command::Mirror(args) => mirror::run(&sh, args),
         Command::PreCommit(args) => pre_commit::run(&sh, args),
         Command::Rehearse(args) => rehearse::run(&sh, args),
         Command::RehearseGuest(args) => rehearse_guest::run(&sh, args),

@@ -506,7 +506,12 @@ fn offline_builds_the_newest_release_the_cache_verified() {
 /// paths, with checksum files; returns the list and PyPy's digest.
 fn write_artifacts(root: &Path) -> (Vec<xtask::artifacts::Artifact>, String) {
     use xtask::artifacts::{artifact_list, checksum::Algorithm, Pypy};
-    let vars = xtask::build::plan::rendered_variables(xtask::build::plan::Provider::Qemu).unwrap();
+    let vars = xtask::build::plan::rendered_variables(
+        xtask::build::plan::Provider::Qemu,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let digest = |body: &str| {
         let mut h = Algorithm::Sha256.hasher();
         h.update(body.as_bytes());
@@ -550,7 +555,12 @@ fn a_tampered_artifact_stops_the_build_before_packer() {
     let (list, pypy_sha256) = write_artifacts(dir.path());
     let kubelet = &list[1];
     std::fs::write(dir.path().join(&kubelet.served_path), "tampered").unwrap();
-    let vars = xtask::build::plan::rendered_variables(xtask::build::plan::Provider::Qemu).unwrap();
+    let vars = xtask::build::plan::rendered_variables(
+        xtask::build::plan::Provider::Qemu,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let mut config: serde_json::Map<String, serde_json::Value> =
         xtask::artifacts::variables_at(&vars, &server.url())
             .unwrap()
@@ -607,4 +617,107 @@ fn a_tampered_artifact_stops_the_build_before_packer() {
         .user_agent
         .as_deref()
         .is_some_and(|ua| ua.starts_with(xtask::net::download::USER_AGENT_NAME))));
+}
+
+/// `cargo xtask mirror` (here, beside the build's artifact tests it shares the
+/// artifact tree with): a tree with the release and every artifact, a var file that
+/// points a build at it, and a second run that downloads nothing.
+#[test]
+fn mirror_writes_a_servable_tree_and_a_second_run_downloads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    std::fs::write(&image, b"not really a disk image").unwrap();
+    let version = "9993.0.0";
+    let unsigned = Release {
+        images: vec![Image {
+            digests: Digests::Sha512Only,
+            ..Image::new("flatcar_production_qemu_image.img", &image)
+        }],
+        ..Release::new("stable", "amd64", version)
+    };
+    release_tree::write(dir.path(), &unsigned).unwrap();
+    let server = FileServer::start(dir.path());
+    let (list, pypy_sha256) = write_artifacts(dir.path());
+    let vars = xtask::build::plan::rendered_variables(
+        xtask::build::plan::Provider::Qemu,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut upstream: serde_json::Map<String, serde_json::Value> =
+        xtask::artifacts::variables_at(&vars, &server.url())
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+    upstream.insert(
+        "ansible_extra_vars".into(),
+        format!("pypy_python_version=3.9 pypy_version=7.3.11 pypy_sha256={pypy_sha256}").into(),
+    );
+    let upstream_file = dir.path().join("upstream.json");
+    std::fs::write(
+        &upstream_file,
+        serde_json::Value::Object(upstream).to_string(),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let mirror = || {
+        xtask()
+            .arg("mirror")
+            .arg(&out_dir)
+            .args([
+                "stable",
+                version,
+                "--arch",
+                "amd64",
+                "--insecure-skip-signature",
+            ])
+            .arg("--release-server")
+            .arg(format!("{}/{{channel}}", server.url()))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--mirror-config")
+            .arg(&upstream_file)
+            .args(["--base-url", "http://mirror.internal/"])
+            .output()
+            .unwrap()
+    };
+    let out = mirror();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let release = out_dir.join(format!("flatcar/stable/amd64-usr/{version}"));
+    for name in ["flatcar_production_qemu_image.img", "version.txt"] {
+        assert!(release.join(name).is_file(), "{name}: {}", stderr(&out));
+    }
+    let served_at = |a: &xtask::artifacts::Artifact| {
+        // The upstream here is the loopback server: its host and port lead the path.
+        let upstream = server.url().trim_start_matches("http://").to_owned();
+        out_dir.join(upstream).join(&a.served_path)
+    };
+    for a in &list {
+        assert_eq!(std::fs::read_to_string(served_at(a)).unwrap(), a.name);
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("mirror-config.json")).unwrap())
+            .unwrap();
+    let host = server.url().trim_start_matches("http://").to_owned();
+    assert_eq!(
+        config["kubernetes_http_source"],
+        format!("http://mirror.internal/{host}/dl.k8s.io/release")
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("--release-server 'http://mirror.internal/flatcar/{channel}'")
+            && stdout.contains("--mirror-config"),
+        "{stdout}"
+    );
+
+    server.clear_requests();
+    let again = mirror();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("Mirrored 7 artifacts (0 downloaded, 7 from the cache)"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(server.requests(), [], "a warm cache downloads nothing");
 }

@@ -90,7 +90,7 @@ impl FromStr for KubernetesVersion {
 
 impl KubernetesVersion {
     /// The var-file values for this release.
-    fn overrides(self) -> BTreeMap<String, String> {
+    pub fn overrides(self) -> BTreeMap<String, String> {
         let KubernetesVersion {
             major,
             minor,
@@ -499,15 +499,16 @@ pub fn layer_with_mirror(
     Ok((values, mirror))
 }
 
-/// Every variable of `provider`'s target after layering its var files, rendered:
-/// what a mirror for this build has to stand in for.
-pub fn rendered_variables(provider: Provider) -> anyhow::Result<BTreeMap<String, String>> {
-    let (values, _) = layer_with_mirror(&workspace::capi_dir(), provider.target(), None)?;
-    let none = BTreeMap::new();
-    Ok(values
-        .keys()
-        .map(|name| (name.clone(), rendered(&values, &none, name)))
-        .collect())
+/// Every variable of `provider`'s target after layering its var files, rendered
+/// with the site's var file and `supplied` (values a build supplies, such as a
+/// Kubernetes version): what a mirror for this build has to stand in for.
+pub fn rendered_variables(
+    provider: Provider,
+    site: Option<&Path>,
+    supplied: &BTreeMap<String, String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let (values, _) = layer_with_mirror(&workspace::capi_dir(), provider.target(), site)?;
+    Ok(rendered_all(&values, supplied))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod deps;
 pub mod fetch_image;
 pub mod install_hook;
 pub mod lint;
+pub mod mirror;
 pub mod pre_commit;
 pub mod rehearse;
 pub mod rehearse_guest;

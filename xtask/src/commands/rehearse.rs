@@ -325,7 +325,11 @@ fn serve_mirror(
     guest: &guest::Guest,
     fault: Option<Fault>,
 ) -> anyhow::Result<(mirror::Mirror, server::FileServer, PathBuf)> {
-    let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
+    let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(
+        Provider::Qemu,
+        None,
+        &Default::default(),
+    )?)?;
     let mirror = mirror::build(sh, &run_dir.join("mirror"), guest, "stable", &downloads)?;
     if let Some(fault) = fault.filter(|f| *f != Fault::KernelParamUnset) {
         inject(&mirror, fault)?;
