@@ -2,6 +2,7 @@
 //! machine side by side with its baseline in one run (alternating, after a warm-up),
 //! reported as min/median/max and a ratio. Not a test: it never fails on a target.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -36,6 +37,10 @@ pub enum Bench {
     /// Download + SHA-512 + signature check of a 1 GiB image from loopback vs
     /// `curl && sha512sum && gpgv`; also peak memory and a verified cache hit.
     FetchVerify,
+    /// `mirror` of one channel (a 256 MiB signed image, seven 32 MiB artifacts) from
+    /// loopback vs fetching the same files with curl and checking them with sha256sum,
+    /// sha512sum and gpgv.
+    Mirror,
     /// Warm `cargo xtask --help` and `target/debug/xtask --help`.
     Startup,
     /// Boot-to-SSH of the rehearsal guest booted like Flatcar vs the old flow's fixed 180 s `boot_wait`.
@@ -101,6 +106,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::ValidateCached,
             Bench::PreCommitOneJson,
             Bench::FetchVerify,
+            Bench::Mirror,
             Bench::Startup,
             Bench::BootToSsh,
         ];
@@ -119,6 +125,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::ValidateCached => validate_cached(n)?,
             Bench::PreCommitOneJson => pre_commit_one_json(sh, n)?,
             Bench::FetchVerify => fetch_verify()?,
+            Bench::Mirror => mirror_one_channel()?,
             Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
             Bench::ColdBuild => cold_build(sh)?,
@@ -351,6 +358,168 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
             "whole process",
         ),
     ])
+}
+
+/// `mirror` for one channel vs curl + sha256sum (+ sha512sum and gpgv for the image)
+/// of the same files, from a loopback server.
+fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
+    use crate::artifacts::{artifact_list, checksum::Algorithm, variables_at, Pypy};
+    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
+        .context("making a bench directory")?;
+    let base = base.path();
+    let (version, image_name, signer) = (
+        "4081.2.0",
+        Variant::Bios.image_file_name(),
+        Signer::new("Bench <bench@localhost>")?,
+    );
+    let source = base.join("source.img");
+    let pattern = |path: &Path, mib: usize, seed: u8| -> anyhow::Result<Vec<u8>> {
+        let block: Vec<u8> = (0..1usize << 20)
+            .map(|i| (i * 31 % 251) as u8 ^ seed)
+            .collect();
+        let mut all = Vec::with_capacity(mib << 20);
+        for i in 0..mib as u32 {
+            all.extend_from_slice(&i.to_le_bytes());
+            all.extend_from_slice(&block[4..]);
+        }
+        std::fs::create_dir_all(path.parent().context("a parent")?)?;
+        std::fs::write(path, &all).with_context(|| format!("writing {}", path.display()))?;
+        Ok(all)
+    };
+    pattern(&source, 256, 0)?;
+    let release = Release {
+        images: vec![Image {
+            digests: Digests::Sha512Only,
+            signature: Signature::By(signer.signing()),
+            ..Image::new(image_name, &source)
+        }],
+        ..Release::new("stable", "amd64", version)
+    };
+    release_tree::write(&base.join("www"), &release)?;
+    let key = base.join("key.asc");
+    let keyring = base.join("keyring.gpg");
+    signer.write_public_key(&key, true)?;
+    signer.write_public_key(&keyring, false)?;
+    let server = FileServer::start(&base.join("www"))?;
+    let vars = crate::build::plan::rendered_variables(
+        crate::build::plan::Provider::Qemu,
+        None,
+        &Default::default(),
+    )?;
+    let pypy_body = pattern(&base.join("pypy.src"), 32, 7)?;
+    let mut hasher = Algorithm::Sha256.hasher();
+    hasher.update(&pypy_body);
+    let pypy = Pypy {
+        version: "7.3.11".into(),
+        python_version: "3.9".into(),
+        platform: "linux64".into(),
+        sha256: hasher.finish(),
+    };
+    let list = artifact_list(&vars, &pypy)?;
+    let mut urls = vec![format!(
+        "{}{image_name}",
+        format!("{}/stable/amd64-usr/{version}/", server.url())
+    )];
+    for (i, a) in list.iter().enumerate() {
+        let body = pattern(
+            &base.join("www").join(&a.served_path),
+            32,
+            if a.name == "pypy" { 7 } else { i as u8 + 1 },
+        )?;
+        let mut h = Algorithm::Sha256.hasher();
+        h.update(&body);
+        if let Some(sums) = a.checksum_served_path()? {
+            std::fs::write(
+                base.join("www").join(sums),
+                format!("{}  {}\n", h.finish(), a.file_name()),
+            )?;
+        }
+        urls.push(format!("{}/{}", server.url(), a.served_path));
+    }
+    let mut upstream: BTreeMap<String, String> = variables_at(&vars, &server.url())?;
+    upstream.insert(
+        "ansible_extra_vars".into(),
+        format!(
+            "pypy_python_version=3.9 pypy_version=7.3.11 pypy_sha256={}",
+            pypy.sha256
+        ),
+    );
+    let upstream_file = base.join("upstream.json");
+    std::fs::write(&upstream_file, serde_json::to_string(&upstream)?)?;
+    let (cache, out, copies) = (base.join("cache"), base.join("mirror"), base.join("curl"));
+    let iterations = 3;
+    let (ours, baseline) = side_by_side(
+        iterations,
+        || {
+            let _ = std::fs::remove_dir_all(&cache);
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = xtask()?;
+            c.arg("mirror")
+                .arg(&out)
+                .args([
+                    "stable",
+                    version,
+                    "--quiet",
+                    "--arch",
+                    "amd64",
+                    "--release-server",
+                ])
+                .arg(format!("{}/{{channel}}", server.url()))
+                .arg("--signing-key")
+                .arg(&key)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .arg("--mirror-config")
+                .arg(&upstream_file);
+            timed(&mut c)
+        },
+        || {
+            let _ = std::fs::remove_dir_all(&copies);
+            std::fs::create_dir_all(&copies)?;
+            let started = Instant::now();
+            let mut curl = Command::new("curl");
+            curl.args(["-sf", "--parallel", "--parallel-max", "4"])
+                .current_dir(&copies);
+            let mut names = Vec::new();
+            for (i, url) in urls
+                .iter()
+                .chain([&format!(
+                    "{}{image_name}.sig",
+                    format!("{}/stable/amd64-usr/{version}/", server.url())
+                )])
+                .enumerate()
+            {
+                let name = format!("f{i}");
+                curl.arg("-o").arg(&name).arg(url);
+                names.push(name);
+            }
+            timed(&mut curl)?;
+            timed(Command::new("sha512sum").arg(copies.join("f0")))?;
+            timed(
+                Command::new("sha256sum")
+                    .args(&names[1..names.len() - 1])
+                    .current_dir(&copies),
+            )?;
+            timed(
+                Command::new("gpgv")
+                    .arg("--keyring")
+                    .arg(&keyring)
+                    .arg(copies.join(names.last().context("a sig")?))
+                    .arg(copies.join("f0")),
+            )?;
+            Ok(started.elapsed())
+        },
+    )?;
+    let mut row = ratio_row(
+        "mirror one channel (480 MiB)",
+        iterations,
+        &ours,
+        &baseline,
+        "(curl --parallel + sha256sum + sha512sum + gpgv)",
+        1.3,
+    );
+    row.note = "slow: 3 runs".into();
+    Ok(vec![row])
 }
 
 /// The baseline: download with curl, hash with sha512sum, check with gpgv.
