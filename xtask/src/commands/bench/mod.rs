@@ -416,10 +416,8 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
         sha256: hasher.finish(),
     };
     let list = artifact_list(&vars, &pypy)?;
-    let mut urls = vec![format!(
-        "{}{image_name}",
-        format!("{}/stable/amd64-usr/{version}/", server.url())
-    )];
+    let release_url = format!("{}/stable/amd64-usr/{version}/", server.url());
+    let mut urls = vec![format!("{release_url}{image_name}")];
     for (i, a) in list.iter().enumerate() {
         let body = pattern(
             &base.join("www").join(&a.served_path),
@@ -483,10 +481,7 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
             let mut names = Vec::new();
             for (i, url) in urls
                 .iter()
-                .chain([&format!(
-                    "{}{image_name}.sig",
-                    format!("{}/stable/amd64-usr/{version}/", server.url())
-                )])
+                .chain([&format!("{release_url}{image_name}.sig")])
                 .enumerate()
             {
                 let name = format!("f{i}");
