@@ -33,6 +33,9 @@ struct Run {
 struct Xtask {
     binary: PathBuf,
     checkout: PathBuf,
+    /// The site var file its builds take: the baseline's VM fetches from the mirror
+    /// itself (10.0.2.2), ours fetches on the host (127.0.0.1) and serves the VM.
+    mirror_config: PathBuf,
 }
 
 /// The rows: warm build vs the baseline, the second build, the xtask's overhead.
@@ -47,25 +50,33 @@ pub fn rows(sh: &Shell, ours: &Path, revision: &str) -> anyhow::Result<Vec<Row>>
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (guest, _) = guest::build_or_reuse(sh, false)?;
+    let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(
+        Provider::Qemu,
+        None,
+        &Default::default(),
+    )?)?;
+    let mirror = mirror::build(sh, &dir.join("mirror"), &guest, "stable", &downloads)?;
+    let server = FileServer::start(&mirror.root)?;
+    let write_config = |name: &str, base: &str| -> anyhow::Result<PathBuf> {
+        let config = dir.join(name);
+        let text = serde_json::to_string_pretty(&mirror.mirror_config(base)?)?;
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+        Ok(config)
+    };
     let baseline = Xtask {
         binary: baseline_binary(sh, revision, &dir)?,
         checkout: baseline_checkout(revision),
+        mirror_config: write_config("mirror-config-guest.json", &server.url_for_guest())?,
     };
     let ours = Xtask {
         binary: ours.to_owned(),
         checkout: workspace::project_root(),
+        mirror_config: write_config("mirror-config.json", &server.url())?,
     };
-    let (guest, _) = guest::build_or_reuse(sh, false)?;
-    let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(Provider::Qemu)?)?;
-    let mirror = mirror::build(sh, &dir.join("mirror"), &guest, "stable", &downloads)?;
-    let server = FileServer::start(&mirror.root)?;
-    let config = dir.join("mirror-config.json");
-    let text = serde_json::to_string_pretty(&mirror.mirror_config(&server.url_for_guest())?)?;
-    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     let site = Site {
         mirror: &mirror,
         server: &server,
-        config: &config,
         dir: &dir,
     };
     // Warm caches: each binary's cache holds the verified image before it builds.
@@ -86,7 +97,6 @@ pub fn rows(sh: &Shell, ours: &Path, revision: &str) -> anyhow::Result<Vec<Row>>
 struct Site<'a> {
     mirror: &'a mirror::Mirror,
     server: &'a FileServer,
-    config: &'a Path,
     dir: &'a Path,
 }
 
@@ -123,7 +133,7 @@ impl Site<'_> {
         let mut command = self.command(xtask, &["build-flatcar"], cache);
         command
             .arg("--mirror-config")
-            .arg(self.config)
+            .arg(&xtask.mirror_config)
             .args([
                 "--accelerator",
                 "tcg",
