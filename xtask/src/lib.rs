@@ -18,6 +18,7 @@ pub mod json_text;
 pub mod measure;
 pub mod nested_cargo;
 pub mod net;
+pub mod node_files;
 pub mod output;
 pub mod packer;
 pub mod prompt;
