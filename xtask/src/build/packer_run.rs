@@ -40,7 +40,14 @@ pub fn run_packer(
         let key_body = public_key.split_whitespace().nth(1).unwrap_or_default();
         vars.insert("build_ssh_public_key".into(), key_body.to_owned());
         let capi = workspace::capi_dir();
-        node_rules::write_runner(&paths.node_rules, &capi, Stage::Build, &vars, rules.goss)?;
+        node_rules::write_runner(
+            &paths.node_rules,
+            &capi,
+            Stage::Build,
+            node_rules::MadeBy::Build,
+            &vars,
+            rules.goss,
+        )?;
     }
     std::fs::write(
         &paths.generated_var_file,

@@ -399,6 +399,8 @@ fn run_rules(
         &dir,
         &workspace::capi_dir(),
         rules::Stage::Booted,
+        // The boxes verify-vagrant boots are build-flatcar's.
+        rules::MadeBy::Build,
         &vars,
         goss,
     )?;

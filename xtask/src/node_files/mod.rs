@@ -476,6 +476,37 @@ mod tests {
         assert!(error.contains("`when:` condition"), "{error}");
     }
 
+    /// The repository's node rules, compiled for a baked image: binaries in
+    /// /usr/bin, and the rules that hold for build-flatcar only skipped with reasons.
+    #[test]
+    fn the_node_rules_compile_for_a_baked_image() {
+        use crate::rules::{self, script, MadeBy, Stage};
+        let mut vars = rules_vars(&plan::rendered_variables(Provider::Qemu).unwrap());
+        vars.insert("flatcar_version".into(), "4081.2.0".into());
+        let loaded = rules::load(&crate::workspace::capi_dir(), Stage::Booted).unwrap();
+        let files: Vec<(&str, &[rules::model::Rule])> =
+            loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
+        let script = script::compile(&files, &vars, MadeBy::Bake).unwrap();
+        assert!(
+            script.contains("run 10 '/usr/bin/kubeadm version -o short'"),
+            "{script}"
+        );
+        assert!(!script.contains("containerd-stress --version'"), "{script}");
+        let skipped: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.strip_prefix("skip 'command "))
+            .map(|l| l.split_once('\'').unwrap().0)
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "containerd release binaries are the build",
+                "crictl images holds the pre-pulled control-plane images",
+                "the build",
+            ]
+        );
+    }
+
     #[test]
     fn the_rules_of_a_baked_image_see_the_layout() {
         let vars = BTreeMap::from([

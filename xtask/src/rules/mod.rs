@@ -17,6 +17,8 @@ use anyhow::{bail, Context};
 
 use crate::fsx::write_atomically;
 
+pub use model::MadeBy;
+
 /// Where a run of the rules happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -45,7 +47,8 @@ pub const FILES: &[RulesFile] = &[
     },
 ];
 
-/// Variables the build supplies besides its Packer template's variables.
+/// Variables build-flatcar supplies besides its Packer template's variables. A
+/// bake has none of them: a rule that names one holds for `only: build`.
 pub const BUILD_VARIABLES: &[&str] = &[
     // The per-build SSH public key, which must not stay in the image.
     "build_ssh_public_key",
@@ -91,23 +94,36 @@ pub fn load(capi: &Path, stage: Stage) -> anyhow::Result<Vec<(&'static str, Vec<
 /// Writes the directory the image runs the rules from: `check.sh` and the vars
 /// file, plus the goss binary and the rules files when `goss` is given (then
 /// `check.sh` runs goss on them). The directory is called `node-rules`, which is
-/// what the Packer template uploads and runs.
+/// what the Packer template uploads and runs. `made_by` says how the image was
+/// made: rules limited to the other way are skipped with their reason.
 pub fn write_runner(
     dir: &Path,
     capi: &Path,
     stage: Stage,
+    made_by: MadeBy,
     vars: &BTreeMap<String, String>,
     goss: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let loaded = load(capi, stage)?;
+    let limited = loaded
+        .iter()
+        .flat_map(|(_, rules)| rules)
+        .filter(|r| !r.applies_to(made_by))
+        .count();
+    if goss.is_some() && limited > 0 {
+        bail!(
+            "--goss runs the rules files whole, but {limited} of their checks hold only for images made another way than `{}` (meta: only): run without --goss",
+            made_by.name()
+        );
+    }
     let vars_json = crate::json_text::canonical(&serde_json::json!(vars));
     write_atomically(&dir.join(VARS_FILE), vars_json.as_bytes())?;
     let script = match goss {
         None => {
             let files: Vec<(&str, &[model::Rule])> =
                 loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
-            script::compile(&files, vars)
+            script::compile(&files, vars, made_by)
                 .map_err(|p| anyhow::anyhow!("the node rules: line {}: {}", p.at.line, p.message))?
         }
         Some(goss) => {
@@ -158,8 +174,9 @@ pub fn remote_command(script: &str) -> String {
 }
 
 /// Every problem of the rules files under `capi`, by file: syntax, unsupported
-/// keys, templates, and variables that are not in `known` (nor in
-/// `BUILD_VARIABLES`). A missing file is a problem too.
+/// keys, templates, variables that are not in `known` (nor in
+/// `BUILD_VARIABLES`), and `BUILD_VARIABLES` in a rule that a bake runs too. A
+/// missing file is a problem too.
 pub fn problems(
     capi: &Path,
     known: &std::collections::BTreeSet<String>,
@@ -192,8 +209,34 @@ pub fn problems(
                 .into_iter()
                 .map(|p| (file.path, p)),
         );
+        found.extend(
+            build_only_variables(&rules)
+                .into_iter()
+                .map(|p| (file.path, p)),
+        );
     }
     found
+}
+
+/// A rule that a bake runs but that names a variable only build-flatcar has.
+fn build_only_variables(rules: &[model::Rule]) -> Vec<model::Problem> {
+    let mut problems: Vec<model::Problem> = Vec::new();
+    for rule in rules.iter().filter(|r| r.applies_to(MadeBy::Bake)) {
+        for text in rule.texts() {
+            for name in text.references().unwrap_or_default() {
+                let p = model::Problem {
+                    message: format!(
+                        "`{name}` exists only on build-flatcar, but a bake runs this rule too: add `meta: {{only: build, because: ...}}`"
+                    ),
+                    at: text.at,
+                };
+                if BUILD_VARIABLES.contains(&name.as_str()) && !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -209,6 +252,20 @@ mod tests {
             "echo YWJjCg== | base64 -d | sudo sh"
         );
     }
+    #[test]
+    fn build_only_variables_need_only_build() {
+        let text = "command:\n  key gone:\n    exec: \"! grep -r '{{ .Vars.build_ssh_public_key }}' /etc\"\n    exit-status: 0\n\
+                    \x20 key gone on builds:\n    exec: \"! grep -r '{{ .Vars.build_ssh_public_key }}' /etc\"\n    exit-status: 0\n    meta: {only: build, because: bakes make no key}\n";
+        let (rules, problems) = model::parse(text);
+        assert_eq!(problems, []);
+        let found = build_only_variables(&rules);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].at.line, 3);
+        assert!(found[0]
+            .message
+            .contains("`build_ssh_public_key` exists only on build-flatcar"));
+    }
+
     use crate::packer::targets;
     use crate::packer::template::{self, Template};
 
@@ -240,7 +297,7 @@ mod tests {
             .collect();
         let files: Vec<(&str, &[model::Rule])> =
             loaded.iter().map(|(f, r)| (*f, r.as_slice())).collect();
-        let script = script::compile(&files, &vars).unwrap();
+        let script = script::compile(&files, &vars, MadeBy::Build).unwrap();
         for name in [
             "kernel-param vm.overcommit_memory: value",
             "service containerd: running",

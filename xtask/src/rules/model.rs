@@ -2,7 +2,9 @@
 //! (resources `service`, `kernel-param`, `command`, `file`, `mount`, each with the
 //! attributes in `ATTRIBUTES`), values with `{{ .Vars.name }}` references to the
 //! build's variables. Anything else is a problem with its line and column, never
-//! ignored: a rule that silently checks nothing is worse than none.
+//! ignored: a rule that silently checks nothing is worse than none. goss's `meta`
+//! (free data goss ignores) carries one thing of ours: `only` and its `because`,
+//! for a rule that holds for one way of making images and cannot for the other.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,6 +104,31 @@ pub enum Expected {
     Pattern(Text),
 }
 
+/// The way an image was made: `build` (build-flatcar: Packer and Ansible in a VM)
+/// or `bake` (the platform's own image plus the Kubernetes sysext, no VM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MadeBy {
+    Build,
+    Bake,
+}
+
+impl MadeBy {
+    /// As the rules files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MadeBy::Build => "build",
+            MadeBy::Bake => "bake",
+        }
+    }
+}
+
+/// A rule that holds for images made one way only, and the rules file's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Only {
+    pub made_by: MadeBy,
+    pub because: String,
+}
+
 /// One check: a resource's subject and one attribute's expectation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -113,6 +140,15 @@ pub struct Rule {
     pub exec: Option<Text>,
     /// Seconds a command may run (goss's `timeout` is in milliseconds; default 10 s).
     pub timeout_secs: u64,
+    /// `meta: {only: build|bake, because: ...}`: the rule holds for that way only.
+    pub only: Option<Only>,
+}
+
+impl Rule {
+    /// Whether the rule applies to an image made `made_by`.
+    pub fn applies_to(&self, made_by: MadeBy) -> bool {
+        self.only.as_ref().is_none_or(|o| o.made_by == made_by)
+    }
 }
 
 /// Something wrong with a rules file, and where.
@@ -217,9 +253,14 @@ fn parse_resource(
 ) {
     let mut exec = None;
     let mut timeout_secs = 10;
+    let mut only = None;
     let mut checks = Vec::new();
     for (key, value) in mapping(body, problems) {
         let name = key.scalar().unwrap_or_default();
+        if name == "meta" {
+            only = parse_meta(value, problems);
+            continue;
+        }
         let Some(&(attribute, shape)) = attributes.iter().find(|(a, _)| *a == name) else {
             let known: Vec<&str> = attributes.iter().map(|(a, _)| *a).collect();
             problems.push(problem(
@@ -260,7 +301,65 @@ fn parse_resource(
             expected,
             exec: exec.clone(),
             timeout_secs,
+            only: only.clone(),
         });
+    }
+}
+
+/// goss's `meta` as this project reads it: `only` (`build` or `bake`) with its
+/// required `because`, nothing else.
+fn parse_meta(meta: &Node, problems: &mut Vec<Problem>) -> Option<Only> {
+    let mut only = None;
+    let mut because = None;
+    // An `only` with a wrong value is reported once, not again as missing.
+    let mut only_written = false;
+    for (key, value) in mapping(meta, problems) {
+        let text = match &value.value {
+            Value::Scalar { text, .. } => text.trim(),
+            _ => {
+                problems.push(problem(
+                    value.at,
+                    format!("expected a single value, found {}", value.kind()),
+                ));
+                continue;
+            }
+        };
+        let name = key.scalar().unwrap_or_default();
+        only_written |= name == "only";
+        match name {
+            "only" => match text {
+                "build" => only = Some((MadeBy::Build, key.at)),
+                "bake" => only = Some((MadeBy::Bake, key.at)),
+                other => problems.push(problem(
+                    value.at,
+                    format!("`only: {other}`: expected `build` (build-flatcar) or `bake`"),
+                )),
+            },
+            "because" if text.is_empty() => problems.push(problem(
+                value.at,
+                "`because` is empty: say why the rule cannot hold",
+            )),
+            "because" => because = Some((text.to_owned(), key.at)),
+            other => problems.push(problem(
+                key.at,
+                format!("`meta: {other}` is not supported; supported: only, because"),
+            )),
+        }
+    }
+    match (only, because) {
+        (Some((made_by, _)), Some((because, _))) => Some(Only { made_by, because }),
+        (Some((_, at)), None) => {
+            problems.push(problem(
+                at,
+                "`only` needs a `because`: say why the rule cannot hold for the other way",
+            ));
+            None
+        }
+        (None, Some((_, at))) if !only_written => {
+            problems.push(problem(at, "`because` without `only`"));
+            None
+        }
+        (None, _) => None,
     }
 }
 
@@ -378,7 +477,7 @@ impl Text {
 
 impl Rule {
     /// Every text of the rule: subject, command and expectation.
-    fn texts(&self) -> impl Iterator<Item = &Text> {
+    pub fn texts(&self) -> impl Iterator<Item = &Text> {
         let expected = match &self.expected {
             Expected::Text(t) | Expected::Pattern(t) => Some(t),
             _ => None,
@@ -495,6 +594,40 @@ mod tests {
         );
         assert!(problems[0].message.contains("expected true or false"));
         assert!(problems[1].message.contains("checks nothing"));
+    }
+
+    #[test]
+    fn meta_only_limits_a_rule_to_one_way_with_a_reason() {
+        let text = "command:\n  a:\n    exit-status: 0\n    meta:\n      only: build\n      because: a bake adds no containerd release\n\
+                    \x20 b:\n    exit-status: 0\n    meta: {only: vm, because: x}\n\
+                    \x20 c:\n    exit-status: 0\n    meta: {only: bake}\n\
+                    \x20 d:\n    exit-status: 0\n    meta: {because: x, owner: me}\n\
+                    \x20 e:\n    exit-status: 0\n";
+        let (rules, problems) = parse(text);
+        let only = rules[0].only.as_ref().unwrap();
+        assert_eq!(only.made_by, MadeBy::Build);
+        assert_eq!(only.because, "a bake adds no containerd release");
+        assert!(rules[0].applies_to(MadeBy::Build) && !rules[0].applies_to(MadeBy::Bake));
+        assert!(rules[4].only.is_none() && rules[4].applies_to(MadeBy::Bake));
+        let messages: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.at.line, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (9, "`only: vm`: expected `build` (build-flatcar) or `bake`"),
+                (
+                    12,
+                    "`only` needs a `because`: say why the rule cannot hold for the other way"
+                ),
+                (
+                    15,
+                    "`meta: owner` is not supported; supported: only, because"
+                ),
+                (15, "`because` without `only`"),
+            ]
+        );
     }
 
     #[test]

@@ -3,16 +3,18 @@
 //! it runs the same inside the build VM and on a booted box, in one SSH session.
 //! It prints one line per rule — `[PASS]` or `[FAIL]`, the rule, what was expected
 //! and what was found — then a summary with its run time, and exits 1 when any
-//! rule failed.
+//! rule failed. A rule the rules file limits to the other way of making images
+//! (`meta: {only: ...}`) is not run: it prints `[SKIP]` with the file's reason.
 
 use std::collections::BTreeMap;
 
-use super::model::{Expected, Problem, Resource, Rule};
+use super::model::{Expected, MadeBy, Problem, Resource, Rule};
 
 /// Helpers every compiled script starts with.
 const PRELUDE: &str = r#"set -u
 passed=0
 failed=0
+skipped=0
 failures=
 started=$(date +%s%N)
 work=$(mktemp -d)
@@ -29,6 +31,12 @@ report() {
 [FAIL] $1 | expected: $2 | found: $3"
     printf '[FAIL] %s | expected: %s | found: %s\n' "$1" "$2" "$3"
   fi
+}
+
+# skip RESOURCE ONLY BECAUSE: a resource the rules file limits to the other way.
+skip() {
+  skipped=$((skipped + 1))
+  printf '[SKIP] %s | only: %s | because: %s\n' "$1" "$2" "$3"
 }
 
 # same EXPECTED FOUND: 0 when equal.
@@ -72,7 +80,9 @@ unit_state() {
 "#;
 
 const EPILOGUE: &str = r#"ended=$(date +%s%N)
-printf 'node rules: %d passed, %d failed in %d ms\n' "$passed" "$failed" $(((ended - started) / 1000000))
+note=
+[ "$skipped" = 0 ] || note="; $skipped skipped"
+printf 'node rules: %d passed, %d failed in %d ms%s\n' "$passed" "$failed" $(((ended - started) / 1000000)) "$note"
 if [ "$failed" -gt 0 ]; then
   printf 'node rules that failed:%s\n' "$failures"
   exit 1
@@ -84,10 +94,12 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The script for `files` (name and rules), every text rendered with `vars`.
+/// The script for `files` (name and rules) checking an image made `made_by`,
+/// every text rendered with `vars`.
 pub fn compile(
     files: &[(&str, &[Rule])],
     vars: &BTreeMap<String, String>,
+    made_by: MadeBy,
 ) -> Result<String, Problem> {
     let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
     let mut out = format!(
@@ -98,8 +110,18 @@ pub fn compile(
     // A command runs once for all its attributes: its output stays in $work until
     // the next command runs.
     let mut last_run = None;
+    let mut last_skipped = None;
     for (_, rules) in files {
         for rule in *rules {
+            if let Some(only) = rule.only.as_ref().filter(|_| !rule.applies_to(made_by)) {
+                // One line per resource: its attributes share the reason.
+                let resource = (rule.resource, &rule.subject);
+                if last_skipped != Some(resource) {
+                    out += &skip_line(rule, only, vars);
+                }
+                last_skipped = Some(resource);
+                continue;
+            }
             out.push('\n');
             let run = match &rule.exec {
                 Some(exec) => Some((exec.render(vars)?, rule.timeout_secs)),
@@ -117,6 +139,20 @@ pub fn compile(
     out.push('\n');
     out += EPILOGUE;
     Ok(out)
+}
+
+fn skip_line(rule: &Rule, only: &super::model::Only, vars: &BTreeMap<String, String>) -> String {
+    // A skipped rule may name variables the other way has no value for.
+    let subject = rule
+        .subject
+        .render(vars)
+        .unwrap_or_else(|_| rule.subject.raw.clone());
+    format!(
+        "\nskip {} {} {}\n",
+        quote(&format!("{} {subject}", rule.resource.key())),
+        quote(only.made_by.name()),
+        quote(&only.because)
+    )
 }
 
 /// The rule's name as reports show it: resource, subject, attribute.
@@ -240,7 +276,7 @@ mod tests {
             "kernel-param:\n  vm.overcommit_memory:\n    value: \"1\"\ncommand:\n  kubectl:\n    exec: kubectl version --client\n    stdout: [\"{{ .Vars.kubernetes_semver }}\"]\n",
         );
         let vars = BTreeMap::from([("kubernetes_semver".to_owned(), "v1.36.2".to_owned())]);
-        let script = compile(&[("node.yaml", &rules)], &vars).unwrap();
+        let script = compile(&[("node.yaml", &rules)], &vars, MadeBy::Build).unwrap();
         assert!(script.contains("report 'kernel-param vm.overcommit_memory: value' '1'"));
         assert!(script.contains("run 10 'kubectl version --client'"));
         assert!(script.contains("report 'command kubectl: stdout v1.36.2' 'contains \"v1.36.2\"'"));
@@ -270,6 +306,13 @@ command:
   it's false:
     exec: "false"
     exit-status: 0
+  only where containerd-stress was added:
+    exec: "containerd-stress --version"
+    exit-status: 0
+    stdout: ["{{ .Vars.containerd_version }}"]
+    meta:
+      only: build
+      because: a bake adds no containerd release
 kernel-param:
   kernel.ostype:
     value: Linux
@@ -281,7 +324,7 @@ mount:
         let (rules, problems) = model::parse(text);
         assert_eq!(problems, []);
         let vars = BTreeMap::from([("who".to_owned(), "world".to_owned())]);
-        let script = compile(&[("test.yaml", &rules)], &vars).unwrap();
+        let script = compile(&[("test.yaml", &rules)], &vars, MadeBy::Bake).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("check.sh");
         std::fs::write(&path, &script).unwrap();
@@ -301,7 +344,10 @@ mount:
         let stdout = String::from_utf8_lossy(&ran.stdout);
         assert_eq!(ran.status.code(), Some(1), "{stdout}");
         let run = report::parse(&stdout);
-        assert_eq!(run.rules.len(), rules.len(), "{stdout}");
+        // The build-only command is not run (its variable has no value here).
+        let checked = rules.len() - 2;
+        assert_eq!(run.rules.len(), checked, "{stdout}");
+        assert!(stdout.contains("\n[SKIP] command only where containerd-stress was added | only: build | because: a bake adds no containerd release\n"), "{stdout}");
         let failed: Vec<&str> = run
             .rules
             .iter()
@@ -311,10 +357,8 @@ mount:
         assert_eq!(failed, ["command it's false: exit-status"], "{stdout}");
         let summary = run.summary.expect("a summary line");
         assert!(
-            summary.starts_with(&format!(
-                "node rules: {} passed, 1 failed in ",
-                rules.len() - 1
-            )),
+            summary.starts_with(&format!("node rules: {} passed, 1 failed in ", checked - 1))
+                && summary.ends_with(" ms; 1 skipped"),
             "{summary}"
         );
     }
