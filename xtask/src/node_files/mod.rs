@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use minijinja::Value;
+use minijinja::value::{Value, ValueKind};
 
 use roles::{Raw, Role, Task};
 use scope::Scope;
@@ -152,7 +152,7 @@ pub fn render(roles: &[Role], build_vars: &BTreeMap<String, String>) -> anyhow::
                 let locals = item.as_ref().map(|i| &i[..]).unwrap_or_default();
                 if module == "template" {
                     files.push(template_file(&mut scope, role, task, locals)?);
-                } else if arg(&mut scope, task, "enabled", locals)?.is_true() {
+                } else if ansible_bool(&arg(&mut scope, task, "enabled", locals)?) {
                     units.push(string_arg(&mut scope, task, "name", locals)?);
                 }
             }
@@ -232,9 +232,12 @@ fn loop_items(scope: &mut Scope, task: &Task) -> anyhow::Result<Vec<Option<Value
     let items = scope
         .evaluate(over, &[])
         .with_context(|| format!("{}: loop", task.at))?;
+    if items.kind() != ValueKind::Seq {
+        bail!("{}: `loop:` is {items:?}, not a list", task.at);
+    }
     let iter = items
         .try_iter()
-        .map_err(|e| anyhow::anyhow!("{}: `loop:` is not a list: {e}", task.at))?;
+        .map_err(|e| anyhow::anyhow!("{}: `loop:`: {e}", task.at))?;
     Ok(iter.map(Some).collect())
 }
 
@@ -259,6 +262,14 @@ fn string_arg(
     locals: &[(&str, Value)],
 ) -> anyhow::Result<String> {
     Ok(arg(scope, task, name, locals)?.to_string())
+}
+
+/// A module's boolean argument as Ansible reads it: text `yes`/`true`/`on`/`1` is true.
+fn ansible_bool(value: &Value) -> bool {
+    match value.as_str() {
+        Some(text) => matches!(text.to_lowercase().as_str(), "yes" | "true" | "on" | "1"),
+        None => value.is_true(),
+    }
 }
 
 fn text(scope: &mut Scope, name: &str) -> anyhow::Result<String> {
@@ -385,7 +396,8 @@ mod tests {
             contents("/etc/systemd/system/containerd.service.d/10-capi-config.conf")
                 .contains("ExecStart=/usr/bin/containerd --config /etc/containerd/config.toml\n")
         );
-        assert!(contents("/etc/kubeadm.yml").contains("kubernetesVersion: v1.36.2\n"));
+        let semver = &plan::rendered_variables(Provider::Qemu).unwrap()["kubernetes_semver"];
+        assert!(contents("/etc/kubeadm.yml").contains(&format!("kubernetesVersion: {semver}\n")));
         assert!(contents("/etc/sysctl.d/90-kubernetes.conf").contains("\nkernel.panic = 10\n"));
         assert_eq!(
             node.enabled_units,
@@ -505,6 +517,18 @@ mod tests {
                 "the build",
             ]
         );
+    }
+
+    #[test]
+    fn module_booleans_read_like_ansibles() {
+        for (value, expected) in [
+            (Value::from(true), true),
+            (Value::from("yes"), true),
+            (Value::from("False"), false),
+            (Value::from("no"), false),
+        ] {
+            assert_eq!(ansible_bool(&value), expected, "{value:?}");
+        }
     }
 
     #[test]
