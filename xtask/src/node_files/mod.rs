@@ -351,7 +351,11 @@ mod tests {
 
     fn repository_files() -> NodeFiles {
         let roles = read(&crate::workspace::capi_dir()).unwrap();
-        render(&roles, &plan::rendered_variables(Provider::Qemu).unwrap()).unwrap()
+        render(
+            &roles,
+            &plan::rendered_variables(Provider::Qemu, None, &BTreeMap::new()).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -396,7 +400,8 @@ mod tests {
             contents("/etc/systemd/system/containerd.service.d/10-capi-config.conf")
                 .contains("ExecStart=/usr/bin/containerd --config /etc/containerd/config.toml\n")
         );
-        let semver = &plan::rendered_variables(Provider::Qemu).unwrap()["kubernetes_semver"];
+        let semver = &plan::rendered_variables(Provider::Qemu, None, &BTreeMap::new()).unwrap()
+            ["kubernetes_semver"];
         assert!(contents("/etc/kubeadm.yml").contains(&format!("kubernetesVersion: {semver}\n")));
         assert!(contents("/etc/sysctl.d/90-kubernetes.conf").contains("\nkernel.panic = 10\n"));
         assert_eq!(
@@ -438,7 +443,7 @@ mod tests {
     #[test]
     fn the_build_variables_win_over_defaults_and_the_layout_over_both() {
         let roles = read(&crate::workspace::capi_dir()).unwrap();
-        let mut vars = plan::rendered_variables(Provider::Qemu).unwrap();
+        let mut vars = plan::rendered_variables(Provider::Qemu, None, &BTreeMap::new()).unwrap();
         vars.insert(
             "ansible_extra_vars".into(),
             "containerd_cri_socket=/run/other.sock sysusr_prefix=/elsewhere".into(),
@@ -459,7 +464,7 @@ mod tests {
     #[test]
     fn a_task_the_bake_cannot_place_is_an_error() {
         let mut roles = read(&crate::workspace::capi_dir()).unwrap();
-        let vars = plan::rendered_variables(Provider::Qemu).unwrap();
+        let vars = plan::rendered_variables(Provider::Qemu, None, &BTreeMap::new()).unwrap();
         let node = roles.iter_mut().find(|r| r.name == "node").unwrap();
         let sysctl = node
             .tasks
@@ -493,7 +498,8 @@ mod tests {
     #[test]
     fn the_node_rules_compile_for_a_baked_image() {
         use crate::rules::{self, script, MadeBy, Stage};
-        let mut vars = rules_vars(&plan::rendered_variables(Provider::Qemu).unwrap());
+        let mut vars =
+            rules_vars(&plan::rendered_variables(Provider::Qemu, None, &BTreeMap::new()).unwrap());
         vars.insert("flatcar_version".into(), "4081.2.0".into());
         let loaded = rules::load(&crate::workspace::capi_dir(), Stage::Booted).unwrap();
         let files: Vec<(&str, &[rules::model::Rule])> =

@@ -39,7 +39,7 @@ fn write_roles(roles: &[super::Role], capi: &Path, dir: &Path, out: &Path) {
 fn ansible_renders_every_template_as_the_bake_does() {
     let capi = crate::workspace::capi_dir();
     let roles = super::read(&capi).unwrap();
-    let build_vars = plan::rendered_variables(Provider::Qemu).unwrap();
+    let build_vars = plan::rendered_variables(Provider::Qemu, None, &Default::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     write_roles(&roles, &capi, dir.path(), &out);
