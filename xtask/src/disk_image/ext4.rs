@@ -4,6 +4,7 @@
 //! already exist), and e2fsck checks the result.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -75,7 +76,28 @@ impl Ext4 {
         let script = edit_script(edits, &existing, time);
         self.run_script(sh, &script, true)
             .with_context(|| format!("writing into the ext4 file system at {}", self.device()))?;
+        self.pin_write_time(time)?;
         self.check(sh)
+    }
+
+    /// debugfs stamps the superblock's last-write time with the clock when it
+    /// closes the file system (even over its own `ssv`); set it to `time`, with
+    /// the superblock's checksum, so the same edits give the same bytes.
+    fn pin_write_time(&self, time: u64) -> anyhow::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.image)
+            .with_context(|| format!("opening {}", self.image.display()))?;
+        let at = self.offset + 1024;
+        let mut block = [0u8; 1024];
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut block)
+            .with_context(|| format!("reading the superblock at {}", self.device()))?;
+        pin_superblock_write_time(&mut block, time);
+        file.seek(SeekFrom::Start(at))?;
+        file.write_all(&block)
+            .with_context(|| format!("writing the superblock at {}", self.device()))
     }
 
     /// The bytes of the file at `path`.
@@ -125,7 +147,7 @@ impl Ext4 {
         let stderr = self.debugfs(sh, &script, false)?;
         let missing: BTreeSet<&str> = stderr
             .lines()
-            .filter_map(|line| line.strip_suffix(": File not found by ext2_lookup"))
+            .filter_map(|line| line.trim_end().strip_suffix(": File not found by ext2_lookup"))
             .collect();
         Ok(unique
             .into_iter()
@@ -153,6 +175,34 @@ impl Ext4 {
             .with_context(|| format!("running debugfs on {device}"))?;
         Ok(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// Sets `s_wtime` (low 32 bits at 0x30, high 8 at 0x274) and, when the file
+/// system has metadata checksums, the superblock's CRC32C at 0x3FC.
+pub fn pin_superblock_write_time(superblock: &mut [u8; 1024], time: u64) {
+    superblock[0x30..0x34].copy_from_slice(&(time as u32).to_le_bytes());
+    superblock[0x274] = (time >> 32) as u8;
+    let ro_compat = u32::from_le_bytes(superblock[0x64..0x68].try_into().expect("four bytes"));
+    const METADATA_CSUM: u32 = 0x400;
+    if ro_compat & METADATA_CSUM != 0 {
+        let sum = crc32c_raw(!0, &superblock[..0x3FC]);
+        superblock[0x3FC..].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+/// CRC32C (Castagnoli) without the final inversion, as ext4 checksums use it.
+fn crc32c_raw(mut crc: u32, bytes: &[u8]) -> u32 {
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
 }
 
 /// debugfs reports failures only on stderr, after its version banner.
@@ -307,6 +357,11 @@ mod tests {
             script.contains("sif /opt mtime @7\n"),
             "a changed directory gets the fixed time"
         );
+    }
+
+    #[test]
+    fn crc32c_is_castagnolis() {
+        assert_eq!(!crc32c_raw(!0, b"123456789"), 0xE306_9283);
     }
 
     #[test]
