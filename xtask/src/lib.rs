@@ -6,6 +6,7 @@
 
 pub mod ansi;
 pub mod artifacts;
+pub mod bake;
 pub mod build;
 pub mod checks;
 pub mod commands;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::commands::{
-    bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, mirror, pre_commit,
+    bake, bench, boxes, build_flatcar, deps, fetch_image, install_hook, lint, mirror, pre_commit,
     rehearse, rehearse_guest, test, validate, verify_vagrant,
 };
 use xtask::error::Exit;
@@ -43,6 +43,14 @@ Run `cargo xtask <COMMAND> --help` for a command's options.";
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Bake Kubernetes as a systemd-sysext into each platform's own Flatcar image: no VM, no root.
+    ///
+    /// Fetches each platform's verified release image, writes the extension into its
+    /// ROOT partition with debugfs, and writes the raw disk and build.json to
+    /// images/capi/output/flatcar-<channel>-<version>-kube-<k8s>-<platform>/.
+    ///
+    /// Example: `cargo xtask bake stable --platform qemu,openstack --sysext kubernetes.raw --dry-run`
+    Bake(bake::BakeArgs),
     /// Measure every speed figure the project promises, side by side with its baseline.
     ///
     /// Example: `cargo xtask bench validate-parallel startup`
@@ -143,6 +151,7 @@ fn main() -> ExitCode {
     let result = workspace::shell().and_then(|sh| match &cli.command {
         Command::Bench(args) => bench::run(&sh, args),
         Command::Boxes(args) => boxes::run(&sh, args),
+        Command::Bake(args) => bake::run(&sh, args),
         Command::BuildFlatcar(args) => build_flatcar::run(&sh, args),
         Command::Deps(args) => deps::run(&sh, args),
         Command::FetchImage(args) => fetch_image::run(&sh, args),

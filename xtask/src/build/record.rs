@@ -69,6 +69,24 @@ pub struct SignedBy {
     pub trust_anchor: Option<String>,
 }
 
+impl SignedBy {
+    /// Who signed `image`, as checked under `policy`; `None` when unsigned.
+    pub fn of(
+        image: &crate::flatcar::VerifiedImage,
+        policy: &crate::flatcar::SignaturePolicy,
+    ) -> Option<SignedBy> {
+        let signature = image.signature.as_ref()?;
+        let anchor = policy.replaced_anchor();
+        Some(SignedBy {
+            primary_key: signature.primary_key.clone(),
+            signing_key: signature.signing_key.clone(),
+            pinned_flatcar_key: anchor.is_none()
+                && signature.primary_key == crate::flatcar::fetch::FLATCAR_SIGNING_KEY_FINGERPRINT,
+            trust_anchor: anchor,
+        })
+    }
+}
+
 /// What only the finished build knows.
 pub struct Finished {
     pub base_image: Option<Artifact>,

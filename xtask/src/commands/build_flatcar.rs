@@ -317,15 +317,7 @@ fn record_build(
 
 /// Who vouched for `image`, for the record: a replaced trust anchor is said there too.
 fn signed_by(image: &VerifiedImage, policy: &SignaturePolicy) -> Option<SignedBy> {
-    let signature = image.signature.as_ref()?;
-    let anchor = policy.replaced_anchor();
-    Some(SignedBy {
-        primary_key: signature.primary_key.clone(),
-        signing_key: signature.signing_key.clone(),
-        pinned_flatcar_key: anchor.is_none()
-            && signature.primary_key == flatcar::fetch::FLATCAR_SIGNING_KEY_FINGERPRINT,
-        trust_anchor: anchor,
-    })
+    SignedBy::of(image, policy)
 }
 
 /// The tools a build of `provider` needs, probed; exit 2 when one is unusable.

@@ -1,6 +1,7 @@
 //! One module per `cargo xtask` subcommand, each with one `run` entry point. They
 //! compose the library modules below; nothing below imports them.
 
+pub mod bake;
 pub mod bench;
 pub mod boxes;
 pub mod build_flatcar;

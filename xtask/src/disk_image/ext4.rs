@@ -147,7 +147,10 @@ impl Ext4 {
         let stderr = self.debugfs(sh, &script, false)?;
         let missing: BTreeSet<&str> = stderr
             .lines()
-            .filter_map(|line| line.trim_end().strip_suffix(": File not found by ext2_lookup"))
+            .filter_map(|line| {
+                line.trim_end()
+                    .strip_suffix(": File not found by ext2_lookup")
+            })
             .collect();
         Ok(unique
             .into_iter()

@@ -182,3 +182,13 @@ fn squash(sh: &Shell, root: &Path, image: &Path, epoch: u64) -> anyhow::Result<(
     .run()
     .with_context(|| format!("squashing {} into {}", root.display(), image.display()))
 }
+
+/// The extension-release text inside an extension image (one made here or a
+/// published one), read with unsquashfs.
+pub fn read_extension_release(sh: &Shell, image: &Path) -> anyhow::Result<String> {
+    let inside = format!("usr/lib/extension-release.d/extension-release.{NAME}");
+    cmd!(sh, "unsquashfs -cat {image} {inside}")
+        .quiet()
+        .read()
+        .with_context(|| format!("reading {inside} from {}", image.display()))
+}

@@ -242,6 +242,51 @@ pub const TOOLS: &[Tool] = &[
             apt_suite: Some(&BOOKWORM_BACKPORTS_QEMU),
         },
     },
+    // `bake`: the Kubernetes sysext is squashfs; ROOT is edited with debugfs and
+    // checked with e2fsck; os-release is read from a btrfs USR partition with
+    // `btrfs restore`. None of them needs root or a mount.
+    Tool {
+        program: "mksquashfs",
+        version_args: Some(&["-version"]),
+        minimum: v(4, 4, 0),
+        optional: false,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("squashfs-tools"),
+            dnf: Some("squashfs-tools"),
+            pacman: Some("squashfs-tools"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "debugfs",
+        version_args: Some(&["-V"]),
+        minimum: v(1, 43, 0),
+        optional: false,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("e2fsprogs"),
+            dnf: Some("e2fsprogs"),
+            pacman: Some("e2fsprogs"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "btrfs",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("btrfs-progs"),
+            dnf: Some("btrfs-progs"),
+            pacman: Some("btrfs-progs"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
     Tool {
         program: "gpg",
         version_args: Some(&["--version"]),

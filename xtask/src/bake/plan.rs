@@ -1,0 +1,245 @@
+//! What a bake will do, decided before anything is downloaded: the release's file
+//! for each platform, the extension, the files written into ROOT and the output
+//! directories. Pure, so `--dry-run` prints exactly this and a snapshot pins it.
+
+use serde::Serialize;
+
+use crate::flatcar::platform::Platform;
+use crate::flatcar::release::Arch;
+use crate::sysext::{self, extension_release};
+
+/// Where the extension lives on ROOT, and the link systemd-sysext merges.
+pub const EXTENSIONS_DIR: &str = "/opt/extensions/kubernetes";
+pub const EXTENSION_LINK: &str = "/etc/extensions/kubernetes.raw";
+
+/// What the plan is made from; the release was resolved once, and each
+/// platform's published file was found in it.
+#[derive(Clone, Debug)]
+pub struct BakeInputs {
+    pub channel: String,
+    pub version: String,
+    pub arch: Arch,
+    /// The release directory URL, ending in `/`.
+    pub release_url: String,
+    /// Each platform with the release file that holds its image.
+    pub platforms: Vec<(Platform, String)>,
+    pub kubernetes_version: String,
+    /// Where the extension comes from (a path or URL), for the plan.
+    pub sysext_source: String,
+    pub sysupdate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlatformPlan {
+    pub platform: String,
+    pub artifact_url: String,
+    /// The output directory's name under images/capi/output/.
+    pub output_dir: String,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BakePlan {
+    pub channel: String,
+    pub version: String,
+    pub arch: String,
+    pub kubernetes_version: String,
+    pub sysext: String,
+    pub sysext_source: String,
+    /// Every path the bake writes into each image's ROOT partition.
+    pub root_files: Vec<String>,
+    pub platforms: Vec<PlatformPlan>,
+}
+
+/// `flatcar-stable-4081.2.0-kube-v1.36.1-openstack`: one directory per platform.
+pub fn output_dir_name(
+    channel: &str,
+    version: &str,
+    kubernetes: &str,
+    platform: Platform,
+) -> String {
+    format!("flatcar-{channel}-{version}-kube-{kubernetes}-{platform}")
+}
+
+/// The sysupdate transfer for patch updates of the extension within its minor
+/// version (`v1.36.*`), from the sysext-bakery's published extensions, as the
+/// bakery's own documentation configures it. Its path and text.
+pub fn sysupdate_conf(kubernetes_version: &str) -> (String, String) {
+    let minor = minor_of(kubernetes_version);
+    let path = format!("/etc/sysupdate.kubernetes.d/kubernetes-{minor}.conf");
+    // The bakery publishes no signature sysupdate could check, hence Verify=false.
+    let text = format!(
+        "[Transfer]\nVerify=false\n\n[Source]\nType=url-file\nPath=https://extensions.flatcar.org/extensions/kubernetes/\nMatchPattern=kubernetes-{minor}.@v-%a.raw\n\n[Target]\nInstancesMax=3\nType=regular-file\nPath={EXTENSIONS_DIR}\nMatchPattern=kubernetes-{minor}.@v-%a.raw\nCurrentSymlink={EXTENSION_LINK}\n"
+    );
+    (path, text)
+}
+
+/// `v1.36.1` → `v1.36`.
+fn minor_of(version: &str) -> &str {
+    match version.rmatch_indices('.').next() {
+        Some((i, _)) if version[..i].contains('.') => &version[..i],
+        _ => version,
+    }
+}
+
+/// The extension's path on ROOT.
+pub fn sysext_path(kubernetes_version: &str, arch: Arch) -> String {
+    format!(
+        "{EXTENSIONS_DIR}/{}",
+        sysext::file_name(kubernetes_version, arch)
+    )
+}
+
+pub fn plan(inputs: &BakeInputs) -> BakePlan {
+    let mut root_files = vec![
+        sysext_path(&inputs.kubernetes_version, inputs.arch),
+        EXTENSION_LINK.to_string(),
+    ];
+    if inputs.sysupdate {
+        root_files.push(sysupdate_conf(&inputs.kubernetes_version).0);
+    }
+    let platforms = inputs
+        .platforms
+        .iter()
+        .map(|(platform, file)| {
+            let dir = output_dir_name(
+                &inputs.channel,
+                &inputs.version,
+                &inputs.kubernetes_version,
+                *platform,
+            );
+            PlatformPlan {
+                platform: platform.name().to_string(),
+                artifact_url: format!("{}{file}", inputs.release_url),
+                outputs: vec![
+                    format!("{dir}.raw"),
+                    crate::build::record::FILE_NAME.to_string(),
+                ],
+                output_dir: dir,
+            }
+        })
+        .collect();
+    BakePlan {
+        channel: inputs.channel.clone(),
+        version: inputs.version.clone(),
+        arch: extension_release::systemd_arch(inputs.arch).to_string(),
+        kubernetes_version: inputs.kubernetes_version.clone(),
+        sysext: sysext::file_name(&inputs.kubernetes_version, inputs.arch),
+        sysext_source: inputs.sysext_source.clone(),
+        root_files,
+        platforms,
+    }
+}
+
+/// Parses `qemu,openstack`: every name known, none twice, in the order given.
+pub fn parse_platforms(list: &str) -> anyhow::Result<Vec<Platform>> {
+    let mut platforms = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let platform: Platform = name.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    if platforms.is_empty() {
+        anyhow::bail!(
+            "--platform names no platform; the known platforms are: {}",
+            Platform::known()
+        );
+    }
+    Ok(platforms)
+}
+
+pub fn render_text(plan: &BakePlan) -> String {
+    let mut out = format!(
+        "Bake Flatcar {} {} ({}) with Kubernetes {}\nsysext: {} from {}\nwritten into ROOT:\n",
+        plan.channel,
+        plan.version,
+        plan.arch,
+        plan.kubernetes_version,
+        plan.sysext,
+        plan.sysext_source
+    );
+    for file in &plan.root_files {
+        out.push_str(&format!("  {file}\n"));
+    }
+    for platform in &plan.platforms {
+        out.push_str(&format!(
+            "{}:\n  from   {}\n  output images/capi/output/{}/: {}\n",
+            platform.platform,
+            platform.artifact_url,
+            platform.output_dir,
+            platform.outputs.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn inputs() -> BakeInputs {
+        BakeInputs {
+            channel: "stable".into(),
+            version: "4081.2.0".into(),
+            arch: Arch::Amd64,
+            release_url: "https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/".into(),
+            platforms: [Platform::Qemu, Platform::Metal, Platform::Vmware]
+                .map(|p| (p, p.published_files()[0].clone()))
+                .to_vec(),
+            kubernetes_version: "v1.36.1".into(),
+            sysext_source: "/tmp/kubernetes-v1.36.1-x86-64.raw".into(),
+            sysupdate: true,
+        }
+    }
+
+    #[test]
+    fn the_plan_names_every_url_file_and_output() {
+        expect![[r#"
+            Bake Flatcar stable 4081.2.0 (x86-64) with Kubernetes v1.36.1
+            sysext: kubernetes-v1.36.1-x86-64.raw from /tmp/kubernetes-v1.36.1-x86-64.raw
+            written into ROOT:
+              /opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw
+              /etc/extensions/kubernetes.raw
+              /etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf
+            qemu:
+              from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_qemu_image.img
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-qemu/: flatcar-stable-4081.2.0-kube-v1.36.1-qemu.raw, build.json
+            metal:
+              from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_image.bin
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-metal/: flatcar-stable-4081.2.0-kube-v1.36.1-metal.raw, build.json
+            vmware:
+              from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_vmware_ova.ova
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-vmware/: flatcar-stable-4081.2.0-kube-v1.36.1-vmware.raw, build.json
+        "#]]
+        .assert_eq(&render_text(&plan(&inputs())));
+    }
+
+    #[test]
+    fn sysupdate_stays_within_the_minor_version() {
+        let (path, text) = sysupdate_conf("v1.36.1");
+        assert_eq!(path, "/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf");
+        assert!(
+            text.contains("MatchPattern=kubernetes-v1.36.@v-%a.raw\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("CurrentSymlink=/etc/extensions/kubernetes.raw\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn platforms_are_parsed_once_each_and_unknown_ones_list_the_known() {
+        assert_eq!(
+            parse_platforms("qemu, openstack,qemu").unwrap(),
+            [Platform::Qemu, Platform::Openstack]
+        );
+        let err = parse_platforms("qemu,vsphere").unwrap_err().to_string();
+        assert!(
+            err.contains("`vsphere`") && err.contains("openstack, proxmoxve"),
+            "{err}"
+        );
+    }
+}
