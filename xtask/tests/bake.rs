@@ -344,3 +344,267 @@ fn os_release_is_read_from_a_btrfs_usr_partition_without_mounting() {
         "ID=flatcar\nVERSION_ID=4081.2.0\n"
     );
 }
+
+/// A signed release on a loopback server with a qemu (qcow2) and a metal (raw)
+/// image, both small GPT disks with an ext4 ROOT; the key, a cache and a copy of
+/// the repository to bake into.
+struct Bed {
+    dir: tempfile::TempDir,
+    repo: tempfile::TempDir,
+    server: support::FileServer,
+    key: PathBuf,
+    sysext: PathBuf,
+}
+
+impl Bed {
+    fn new(os_release: &str) -> Bed {
+        use xtask::testbed::release_tree::{self, Image, Release};
+        let sh = Shell::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = small_flatcar_disk(dir.path(), None);
+        let os_release_file = dir.path().join("os-release");
+        std::fs::write(&os_release_file, os_release).unwrap();
+        let root = DiskImage::open(&disk).unwrap().root().unwrap();
+        root.apply(
+            &sh,
+            &[Edit {
+                path: "/usr/lib/os-release".into(),
+                entry: Entry::File(os_release_file),
+                meta: Meta::root(0o644, 0),
+            }],
+            0,
+        )
+        .unwrap();
+        let qcow2 = dir.path().join("disk.qcow2");
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                disk.to_str().unwrap(),
+                qcow2.to_str().unwrap(),
+            ],
+        );
+        let signer = xtask::testbed::signer::Signer::new("Bake Test <bake@test.invalid>").unwrap();
+        let key = dir.path().join("key.asc");
+        signer.write_public_key(&key, true).unwrap();
+        let tree = dir.path().join("tree");
+        let release = Release {
+            images: vec![
+                Image::published(
+                    "flatcar_production_qemu_image.img",
+                    &qcow2,
+                    signer.signing(),
+                ),
+                Image::published("flatcar_production_image.bin", &disk, signer.signing()),
+            ],
+            current: true,
+            ..Release::new("stable", "amd64", "4081.2.0")
+        };
+        release_tree::write(&tree, &release).unwrap();
+        let sysext_dir = dir.path().join("sysext");
+        std::fs::create_dir_all(&sysext_dir).unwrap();
+        let sysext = sysext::build(&sh, &sysext_inputs(&sysext_dir), &sysext_dir)
+            .unwrap()
+            .path;
+        let repo = support::copy_of_repository();
+        std::fs::create_dir_all(repo.path().join("xtask")).unwrap();
+        std::fs::copy(
+            support::project_root().join("xtask/Cargo.toml"),
+            repo.path().join("xtask/Cargo.toml"),
+        )
+        .unwrap();
+        Bed {
+            server: support::FileServer::start(&tree),
+            repo,
+            key,
+            sysext,
+            dir,
+        }
+    }
+
+    fn bake(&self, args: &[&str]) -> std::process::Output {
+        // The binary finds the repository it works on through CARGO_MANIFEST_DIR.
+        support::xtask()
+            .env("CARGO_MANIFEST_DIR", self.repo.path().join("xtask"))
+            .arg("bake")
+            .args(args)
+            .args([
+                "--arch",
+                "amd64",
+                "--quiet",
+                "--kubernetes-version",
+                "1.36.1",
+            ])
+            .arg("--release-server")
+            .arg(format!("http://127.0.0.1:{}/{{channel}}", self.server.port))
+            .arg("--signing-key")
+            .arg(&self.key)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .arg("--sysext")
+            .arg(&self.sysext)
+            .output()
+            .unwrap()
+    }
+
+    fn output_root(&self) -> PathBuf {
+        self.repo.path().join("images/capi/output")
+    }
+}
+
+const FLATCAR_OS_RELEASE: &str = "ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n";
+
+#[test]
+fn the_dry_run_lists_every_url_and_an_absent_platform_is_named_before_any_download() {
+    let bed = Bed::new(FLATCAR_OS_RELEASE);
+    let out = bed.bake(&[
+        "stable",
+        "--platform",
+        "qemu,metal",
+        "--sysupdate",
+        "--dry-run",
+    ]);
+    let text = support::both(&out);
+    assert!(out.status.success(), "{text}");
+    let base = format!(
+        "http://127.0.0.1:{}/stable/amd64-usr/4081.2.0/",
+        bed.server.port
+    );
+    assert!(
+        text.contains(&format!("from   {base}flatcar_production_qemu_image.img\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("from   {base}flatcar_production_image.bin\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf"),
+        "{text}"
+    );
+
+    let out = bed.bake(&["stable", "--platform", "qemu,azure,vmware"]);
+    let text = support::both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("lacks the image of 2 platform(s)"), "{text}");
+    assert!(
+        text.contains("azure: ") && text.contains("flatcar_production_azure_image.vhd"),
+        "{text}"
+    );
+    assert!(text.contains("vmware: "), "{text}");
+    let images: Vec<String> = bed
+        .server
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| !p.ends_with("version.txt") && !p.ends_with(".DIGESTS"))
+        .collect();
+    assert_eq!(
+        images,
+        Vec::<String>::new(),
+        "nothing but release metadata was downloaded"
+    );
+
+    let out = bed.bake(&["stable", "--platform", "qemu,vsphere", "--dry-run"]);
+    let text = support::both(&out);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("the known platforms are: qemu, openstack"),
+        "{text}"
+    );
+    assert!(
+        !bed.output_root().exists(),
+        "no output directory after failed runs"
+    );
+}
+
+#[test]
+fn a_bake_writes_the_sysext_into_root_of_each_platform_and_records_it() {
+    let bed = Bed::new(FLATCAR_OS_RELEASE);
+    let out = bed.bake(&["stable", "--platform", "qemu,metal", "--sysupdate"]);
+    assert!(out.status.success(), "{}", support::both(&out));
+    let sh = Shell::new().unwrap();
+    let sysext_bytes = std::fs::read(&bed.sysext).unwrap();
+    for platform in ["qemu", "metal"] {
+        let name = format!("flatcar-stable-4081.2.0-kube-v1.36.1-{platform}");
+        let dir = bed.output_root().join(&name);
+        let raw = dir.join(format!("{name}.raw"));
+        let root = DiskImage::open(&raw).unwrap().root().unwrap();
+        assert_eq!(
+            root.read_file(
+                &sh,
+                "/opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw"
+            )
+            .unwrap(),
+            sysext_bytes,
+            "{platform}: the sysext reads back from ROOT"
+        );
+        let link = root.stat(&sh, "/etc/extensions/kubernetes.raw").unwrap();
+        assert!(
+            link.contains("/opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw"),
+            "{link}"
+        );
+        let conf = root
+            .read_file(&sh, "/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf")
+            .unwrap();
+        assert!(String::from_utf8(conf)
+            .unwrap()
+            .contains("MatchPattern=kubernetes-v1.36.@v-%a.raw"));
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap())
+                .unwrap();
+        assert_eq!(record["platform"], platform);
+        assert_eq!(record["sysext"]["sha512"], sha512(&bed.sysext));
+        assert_eq!(record["outputs"][0]["sha512"], sha512(&raw));
+        assert!(
+            record["base_image_signed_by"]["primary_key"].is_string(),
+            "{record}"
+        );
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(bed.output_root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        leftovers,
+        Vec::<String>::new(),
+        "no staging directory is left"
+    );
+
+    // Baked again with the same inputs: the same disk bytes.
+    let name = "flatcar-stable-4081.2.0-kube-v1.36.1-metal";
+    let first = sha512(&bed.output_root().join(name).join(format!("{name}.raw")));
+    let out = bed.bake(&["stable", "--platform", "metal", "--sysupdate"]);
+    assert!(!out.status.success(), "an existing output needs --force");
+    let out = bed.bake(&["stable", "--platform", "metal", "--sysupdate", "--force"]);
+    assert!(out.status.success(), "{}", support::both(&out));
+    assert_eq!(
+        first,
+        sha512(&bed.output_root().join(name).join(format!("{name}.raw")))
+    );
+}
+
+#[test]
+fn an_image_whose_os_release_the_sysext_does_not_match_is_refused_with_both_values() {
+    let bed = Bed::new("ID=flatcar\nVERSION_ID=4081.2.0\n");
+    let out = bed.bake(&["stable", "--platform", "metal"]);
+    let text = support::both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("SYSEXT_LEVEL=1.0 does not match the image's os-release SYSEXT_LEVEL="),
+        "{text}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(bed.output_root())
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        entries,
+        Vec::<std::ffi::OsString>::new(),
+        "no output directory, no staging left"
+    );
+}
