@@ -25,6 +25,7 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   cargo xtask build-flatcar            build the current stable release into images/capi/output, then verify its box
+  cargo xtask bake --platform qemu,openstack --sysext k8s.raw   bake Kubernetes into each platform's own image: no VM, no root
   cargo xtask bench                    every speed figure, measured side by side with its baseline
   cargo xtask boxes                    the Flatcar boxes vagrant knows, their volumes and VMs
   cargo xtask deps --install           install every tool: system packages, Packer and Ansible into .local/
