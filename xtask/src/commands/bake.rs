@@ -9,9 +9,11 @@ use xshell::Shell;
 use crate::bake::{self, plan, BakeOptions};
 use crate::build::plan::{rendered_variables, KubernetesVersion, Provider};
 use crate::commands::fetch_image::FetchImageArgs;
+use crate::error::Exit;
 use crate::flatcar;
 use crate::net::download::HttpClient;
 use crate::output::Format;
+use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::workspace;
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +70,7 @@ pub fn run(sh: &Shell, args: &BakeArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    require_tools(sh)?;
     let output_root = workspace::output_dir();
     for platform in &the_plan.platforms {
         bake::check_output_dir(&output_root.join(&platform.output_dir), args.force)?;
@@ -94,6 +97,35 @@ pub fn run(sh: &Shell, args: &BakeArgs) -> anyhow::Result<()> {
             }
         }
         Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
+    }
+    Ok(())
+}
+
+/// The tools a bake runs, probed before anything is downloaded; exit 2 when
+/// one is unusable.
+fn require_tools(sh: &Shell) -> anyhow::Result<()> {
+    let needed: Vec<_> = TOOLS
+        .iter()
+        .filter(|t| t.purposes.contains(&Purpose::Bake))
+        .collect();
+    let unusable: Vec<String> = tools::probe_all(sh, &needed)
+        .iter()
+        .filter(|p| !p.optional && !p.usable())
+        .map(|p| {
+            format!(
+                "  {}: {:?}; install: {}",
+                p.tool,
+                p.status,
+                p.hint.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    if !unusable.is_empty() {
+        eprintln!(
+            "error: the bake needs tools that are missing or unusable:\n{}",
+            unusable.join("\n")
+        );
+        return Err(Exit(2).into());
     }
     Ok(())
 }

@@ -21,6 +21,8 @@ pub enum Purpose {
     Lint,
     /// Building an image with packer and qemu.
     Build,
+    /// Baking Kubernetes into platform images (squashfs, debugfs, btrfs restore, qemu-img).
+    Bake,
     /// Booting a built box with vagrant and libvirt.
     Verify,
     /// Rehearsing the pipeline on a Flatcar-shaped guest built with debootstrap.
@@ -112,7 +114,7 @@ const fn v(major: u64, minor: u64, patch: u64) -> Option<Version> {
     })
 }
 
-use Purpose::{Build, Lint, Rehearse, Validate, Verify};
+use Purpose::{Bake, Build, Lint, Rehearse, Validate, Verify};
 
 /// Every external tool the project uses.
 pub const TOOLS: &[Tool] = &[
@@ -233,7 +235,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["--version"]),
         minimum: v(5, 0, 0),
         optional: false,
-        purposes: &[Build],
+        purposes: &[Build, Bake],
         packages: Packages {
             apt: Some("qemu-utils"),
             dnf: Some("qemu-img"),
@@ -250,7 +252,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["-version"]),
         minimum: v(4, 4, 0),
         optional: false,
-        purposes: &[Build],
+        purposes: &[Bake],
         packages: Packages {
             apt: Some("squashfs-tools"),
             dnf: Some("squashfs-tools"),
@@ -264,7 +266,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["-V"]),
         minimum: v(1, 43, 0),
         optional: false,
-        purposes: &[Build],
+        purposes: &[Bake],
         packages: Packages {
             apt: Some("e2fsprogs"),
             dnf: Some("e2fsprogs"),
@@ -278,7 +280,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["--version"]),
         minimum: None,
         optional: false,
-        purposes: &[Build],
+        purposes: &[Bake],
         packages: Packages {
             apt: Some("btrfs-progs"),
             dnf: Some("btrfs-progs"),
