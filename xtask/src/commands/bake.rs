@@ -44,7 +44,7 @@ pub fn run(sh: &Shell, args: &BakeArgs) -> anyhow::Result<()> {
     let platforms = plan::parse_platforms(&args.platform)?;
     let kubernetes_version = match args.kubernetes_version {
         Some(v) => format!("v{}.{}.{}", v.major, v.minor, v.patch),
-        None => rendered_variables(Provider::Qemu)?
+        None => rendered_variables(Provider::Qemu, None, &Default::default())?
             .get("kubernetes_semver")
             .cloned()
             .context("packer/config/kubernetes.json sets no kubernetes_semver; pass --kubernetes-version")?,
