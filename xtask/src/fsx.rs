@@ -40,6 +40,12 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file's path, for an external program that writes the file
+    /// (`qemu-img convert`, `tar --file`) before `commit` puts it in place.
+    pub fn temp_path(&self) -> &Path {
+        self.temp.path()
+    }
+
     /// The permission bits the file gets, instead of those of the file it replaces.
     pub fn with_mode(mut self, mode: u32) -> AtomicFile {
         self.mode = Some(mode);

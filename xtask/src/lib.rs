@@ -10,6 +10,7 @@ pub mod bake;
 pub mod build;
 pub mod checks;
 pub mod commands;
+pub mod disk_formats;
 pub mod disk_image;
 pub mod error;
 pub mod flatcar;

@@ -406,6 +406,51 @@ pub const TOOLS: &[Tool] = &[
             apt_suite: None,
         },
     },
+    // Writing the image formats `bake` produces (archives with fixed owners, modes
+    // and times need GNU tar's --sort and --mtime), and loading a containerDisk the
+    // way KubeVirt's nodes would (skopeo, used by the tests when present).
+    Tool {
+        program: "tar",
+        version_args: Some(&["--version"]),
+        minimum: v(1, 28, 0),
+        optional: false,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("tar"),
+            dnf: Some("tar"),
+            pacman: Some("tar"),
+            brew: Some("gnu-tar"),
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "gzip",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Build],
+        packages: Packages {
+            apt: Some("gzip"),
+            dnf: Some("gzip"),
+            pacman: Some("gzip"),
+            brew: Some("gzip"),
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "skopeo",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: true,
+        purposes: &[],
+        packages: Packages {
+            apt: Some("skopeo"),
+            dnf: Some("skopeo"),
+            pacman: Some("skopeo"),
+            brew: Some("skopeo"),
+            apt_suite: None,
+        },
+    },
     // The rehearsal: a Flatcar-shaped guest built with debootstrap into an ext4
     // partition made bootable with extlinux (syslinux-common has the MBR code), and
     // a libvirtd with its dnsmasq in private namespaces. Most live in sbin.
