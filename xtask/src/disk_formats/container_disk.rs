@@ -247,7 +247,7 @@ impl Archive {
                 serde_json::from_slice(&tar::read_member(&mut self.file, &config, JSON_LIMIT)?)
                     .context("the image config is not JSON")?;
             for key in ["architecture", "os"] {
-                if !config[key].as_str().is_some_and(|v| !v.is_empty()) {
+                if config[key].as_str().is_none_or(str::is_empty) {
                     problems.push(format!("the image config has no `{key}`"));
                 }
             }

@@ -93,7 +93,7 @@ pub fn write(
     created: u64,
 ) -> anyhow::Result<PathBuf> {
     let size = super::file_size(raw)?;
-    if size == 0 || size % MIB != 0 {
+    if size == 0 || !size.is_multiple_of(MIB) {
         bail!(
             "{} has {size} bytes; Azure needs a virtual size that is a whole number of MiB: \
              grow the raw disk to {} bytes first",
@@ -180,7 +180,7 @@ fn footer_problems(bytes: &[u8; 512], footer: &Footer, file_length: u64) -> Vec<
             footer.current_size
         ));
     }
-    if footer.current_size % MIB != 0 {
+    if !footer.current_size.is_multiple_of(MIB) {
         problems.push(format!(
             "current size {} is not a whole number of MiB, as Azure requires",
             footer.current_size
