@@ -55,8 +55,8 @@ pub fn render(appliance: &Appliance<'_>) -> String {
   <VirtualSystem ovf:id="{name}">
     <Info>A Flatcar Container Linux Cluster API node</Info>
     <Name>{name}</Name>
-    <OperatingSystemSection ovf:id="101" vmw:osType="other3xLinux64Guest">
-      <Info>The guest operating system: 64-bit Linux</Info>
+    <OperatingSystemSection ovf:id="36" vmw:osType="other3xLinux64Guest">
+      <Info>The guest operating system: Linux (CIM type 36); vSphere reads vmw:osType</Info>
     </OperatingSystemSection>
     <VirtualHardwareSection>
       <Info>Virtual hardware</Info>

@@ -406,15 +406,16 @@ pub const TOOLS: &[Tool] = &[
             apt_suite: None,
         },
     },
-    // Writing the image formats `bake` produces (archives with fixed owners, modes
+    // Writing the image formats of `disk_formats` (archives with fixed owners, modes
     // and times need GNU tar's --sort and --mtime), and loading a containerDisk the
-    // way KubeVirt's nodes would (skopeo, used by the tests when present).
+    // way a node would (skopeo). No purpose yet: the tests need them, and the
+    // command that writes the formats names its purpose here.
     Tool {
         program: "tar",
         version_args: Some(&["--version"]),
         minimum: v(1, 28, 0),
         optional: false,
-        purposes: &[Build],
+        purposes: &[],
         packages: Packages {
             apt: Some("tar"),
             dnf: Some("tar"),
@@ -428,7 +429,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["--version"]),
         minimum: None,
         optional: false,
-        purposes: &[Build],
+        purposes: &[],
         packages: Packages {
             apt: Some("gzip"),
             dnf: Some("gzip"),
