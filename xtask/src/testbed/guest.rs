@@ -1,8 +1,10 @@
 //! The Flatcar-shaped rehearsal guest: Debian minbase made to behave like Flatcar
 //! where a node-image build depends on it (os-release, read-only /usr, no Python, the
-//! `core` user, a first-boot stand-in for Ignition reading QEMU fw_cfg, masked-unit
-//! semantics), made bootable with extlinux and kept as a compressed qcow2 under
-//! target/rehearsal/, keyed by a hash of its recipe. The same build makes the Python
+//! `core` user, a first-boot stand-in for Ignition reading the channel the OEM
+//! partition's oem_id names, masked-unit semantics, systemd-sysext with Flatcar's
+//! reload of merged units), on a disk laid out like Flatcar's (`disk`), and kept as
+//! a compressed qcow2 under target/rehearsal/ (with the QEMU platform's OEM
+//! partition), keyed by a hash of its recipe. The same build makes the Python
 //! a build bootstraps on it: Debian's PyPy, laid out like a portable PyPy release.
 
 use std::borrow::Cow;
@@ -14,11 +16,13 @@ use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
+use super::{disk, oem};
+use crate::flatcar::platform::Platform;
 use crate::{toolchain::tools, vm::streaming};
 
 /// Bump when a build step changes in a way the recipe's files and package list do
 /// not show (the steps in this file), so that cached guests are rebuilt.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// The Debian release the guest is made from, and where its packages come from.
 const SUITE: &str = "bookworm";
@@ -54,23 +58,11 @@ const PACKAGES: &[&str] = &[
     "systemd-timesyncd",
 ];
 
-/// The disk: a 4 GiB virtual size (sparse, and compressed in the qcow2) leaves the
-/// build room for PyPy, the Kubernetes binaries and images; one partition from 1 MiB.
-const DISK_SIZE_BYTES: u64 = 4 << 30;
-const PARTITION_OFFSET_BYTES: u64 = 1 << 20;
-/// The MBR disk identifier; the kernel finds the root file system as
-/// `PARTUUID=<id>-01` without needing udev rules or a label.
-const DISK_ID: &str = "464c4154";
-
-/// Where syslinux keeps the MBR boot code on Debian.
-const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
-
 /// The guest's image file name in its cache directory.
 const IMAGE_NAME: &str = "guest.qcow2";
 
 /// Scripts run during the build (part of the recipe).
 const CONFIGURE_SCRIPT: &str = include_str!("guest-files/configure-guest.sh");
-const BOOTLOADER_SCRIPT: &str = include_str!("guest-files/install-bootloader.sh");
 
 /// A file the recipe puts into the guest's tree before it is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +104,9 @@ pub fn guest_files() -> Vec<GuestFile> {
         unit!("containerd.service"),
         unit!("sshd-keygen.service"),
         unit!("usr.mount"),
+        unit!("boot.mount"),
+        unit!("oem.mount"),
+        unit!("ensure-sysext.service"),
         file(
             "/usr/lib/flatcar/rehearsal-ignition",
             0o755,
@@ -165,11 +160,8 @@ pub fn guest_files() -> Vec<GuestFile> {
             0o644,
             "# Only the modules listed in ../modules: a small initramfs boots faster.\nMODULES=list\n",
         ),
-        GuestFile {
-            path: "/boot/extlinux/extlinux.conf",
-            mode: 0o644,
-            contents: Cow::Owned(extlinux_conf()),
-        },
+        // /boot is the EFI system partition (the build moves it there).
+        file("/boot/syslinux/syslinux.cfg", 0o644, SYSLINUX_CFG),
         // A fresh image: the next boot is a first boot, as on Flatcar.
         file("/boot/flatcar/first_boot", 0o644, ""),
     ]
@@ -196,25 +188,16 @@ pub fn os_release(version: &str) -> String {
     )
 }
 
-/// The boot loader's one entry. `net.ifnames=0` names the NIC eth0; the kernel
-/// messages and the login prompt go to the serial console.
-fn extlinux_conf() -> String {
-    format!(
-        "DEFAULT flatcar\n\
-         PROMPT 0\n\
-         TIMEOUT 0\n\
-         LABEL flatcar\n\
-         \x20 LINUX /boot/vmlinuz\n\
-         \x20 INITRD /boot/initrd.img\n\
-         \x20 APPEND root=PARTUUID={DISK_ID}-01 rw net.ifnames=0 console=ttyS0\n"
-    )
-}
-
-/// The sfdisk script: an MBR with one bootable Linux partition from 1 MiB to the end.
-fn partition_table() -> String {
-    let start_sector = PARTITION_OFFSET_BYTES / 512;
-    format!("label: dos\nlabel-id: 0x{DISK_ID}\nstart={start_sector}, type=83, bootable\n")
-}
+/// The boot loader's one entry, paths on the ESP. The root file system is found by
+/// its label, as Flatcar's GRUB passes it (`root=LABEL=ROOT`); `net.ifnames=0` names
+/// the NIC eth0; the kernel messages and the login prompt go to the serial console.
+const SYSLINUX_CFG: &str = "DEFAULT flatcar\n\
+PROMPT 0\n\
+TIMEOUT 0\n\
+LABEL flatcar\n\
+\x20 LINUX /vmlinuz\n\
+\x20 INITRD /initrd.img\n\
+\x20 APPEND root=LABEL=ROOT rw net.ifnames=0 console=ttyS0\n";
 
 /// A short hash of everything that decides what the guest is: a change to any
 /// file, package, step or size gives a new guest.
@@ -230,10 +213,15 @@ pub fn recipe_id(files: &[GuestFile]) -> String {
     for package in PACKAGES {
         field(package.as_bytes());
     }
-    field(&DISK_SIZE_BYTES.to_le_bytes());
-    field(partition_table().as_bytes());
+    field(&disk::DISK_SIZE_BYTES.to_le_bytes());
+    for arg in disk::sgdisk_args() {
+        field(arg.as_bytes());
+    }
+    for (name, text) in oem::files(Platform::Qemu, super::FLATCAR_VERSION) {
+        field(name.as_bytes());
+        field(text.as_bytes());
+    }
     field(CONFIGURE_SCRIPT.as_bytes());
-    field(BOOTLOADER_SCRIPT.as_bytes());
     for f in files {
         field(f.path.as_bytes());
         field(&f.mode.to_le_bytes());
@@ -354,9 +342,13 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("unshare", "util-linux"),
     ("chroot", "coreutils"),
+    ("sgdisk", "gdisk"),
     ("sfdisk", "fdisk"),
     ("mkfs.ext4", "e2fsprogs"),
-    ("extlinux", "extlinux"),
+    ("debugfs", "e2fsprogs"),
+    ("mkfs.fat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("syslinux", "syslinux"),
     ("qemu-img", "qemu-utils"),
 ];
 
@@ -365,7 +357,7 @@ fn check_build_host() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "building the rehearsal guest needs root (debootstrap, chroot and a loop mount); \
+            "building the rehearsal guest needs root (debootstrap and chroot); \
              run as root, or reuse a guest built earlier"
         );
     }
@@ -375,7 +367,7 @@ fn check_build_host() -> anyhow::Result<()> {
             missing.push(package);
         }
     }
-    if !Path::new(MBR_BIN).is_file() && !missing.contains(&"syslinux-common") {
+    if !Path::new(disk::GPT_MBR_BIN).is_file() && !missing.contains(&"syslinux-common") {
         missing.push("syslinux-common");
     }
     if !missing.is_empty() {
@@ -531,9 +523,7 @@ fn build(
     })?;
 
     let raw = partial_dir.join("disk.raw");
-    step("disk", &mut || {
-        make_disk(sh, &log, &tree, &raw, &partial_dir)
-    })?;
+    step("disk", &mut || make_disk(sh, &tree, &raw, &partial_dir))?;
 
     step("qcow2", &mut || {
         let image = partial_dir.join(IMAGE_NAME);
@@ -643,52 +633,17 @@ fn move_python_archive(tree: &Path, into: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(&made).with_context(|| format!("removing {}", made.display()))
 }
 
-/// A sparse raw disk: the partition table, an ext4 file system made straight from
-/// the tree at the partition's offset (no loop device, no udev), then extlinux.
-fn make_disk(sh: &Shell, log: &Path, tree: &Path, raw: &Path, work: &Path) -> anyhow::Result<()> {
-    let disk = std::fs::File::create(raw).with_context(|| format!("creating {}", raw.display()))?;
-    disk.set_len(DISK_SIZE_BYTES)
-        .with_context(|| format!("sizing {}", raw.display()))?;
-    drop(disk);
-    cmd!(sh, "sfdisk --quiet {raw}")
-        .stdin(partition_table())
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("writing the partition table")?;
-    let offset = format!("offset={PARTITION_OFFSET_BYTES}");
-    let size_kib = format!("{}k", (DISK_SIZE_BYTES - PARTITION_OFFSET_BYTES) / 1024);
-    cmd!(
-        sh,
-        "mkfs.ext4 -q -L flatcar-root -d {tree} -E {offset} {raw} {size_kib}"
-    )
-    .quiet()
-    .run()
-    .context("making the root file system from the guest's tree")?;
-    let script = work.join("install-bootloader.sh");
-    std::fs::write(&script, BOOTLOADER_SCRIPT)
-        .with_context(|| format!("writing {}", script.display()))?;
-    let mount_point = work.join("mnt");
-    std::fs::create_dir_all(&mount_point)
-        .with_context(|| format!("creating {}", mount_point.display()))?;
-    let offset = PARTITION_OFFSET_BYTES.to_string();
-    run_logged(
-        log,
-        "installing the boot loader",
-        "unshare",
-        &os(&[
-            &"--mount",
-            &"--fork",
-            &"sh",
-            &script,
-            &raw,
-            &offset,
-            &mount_point,
-            &MBR_BIN,
-        ]),
-    )?;
-    std::fs::remove_file(&script).with_context(|| format!("removing {}", script.display()))?;
-    std::fs::remove_dir(&mount_point).with_context(|| format!("removing {}", mount_point.display()))
+/// The raw disk: the tree's /boot becomes the EFI system partition, the rest ROOT,
+/// and the OEM partition is the QEMU platform's (the cached image is QEMU's).
+fn make_disk(sh: &Shell, tree: &Path, raw: &Path, work: &Path) -> anyhow::Result<()> {
+    let esp = work.join("esp");
+    let boot = tree.join("boot");
+    std::fs::rename(&boot, &esp)
+        .with_context(|| format!("moving {} to {}", boot.display(), esp.display()))?;
+    std::fs::create_dir(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    let oem_files = oem::files(Platform::Qemu, super::FLATCAR_VERSION);
+    disk::make(sh, raw, &esp, tree, &oem_files)?;
+    std::fs::remove_dir_all(&esp).with_context(|| format!("removing {}", esp.display()))
 }
 
 /// Guests of other recipes are stale: remove them (a failure only warns).
@@ -768,15 +723,10 @@ mod tests {
     }
 
     #[test]
-    fn boot_files_agree_on_the_root_partition() {
-        assert!(extlinux_conf().contains("root=PARTUUID=464c4154-01 "));
-        assert!(extlinux_conf().contains("net.ifnames=0 console=ttyS0"));
-        expect_test::expect![[r#"
-            label: dos
-            label-id: 0x464c4154
-            start=2048, type=83, bootable
-        "#]]
-        .assert_eq(&partition_table());
+    fn the_boot_loader_finds_root_by_its_label() {
+        assert!(SYSLINUX_CFG.contains("  APPEND root=LABEL=ROOT rw net.ifnames=0 console=ttyS0\n"));
+        assert!(SYSLINUX_CFG.contains("  LINUX /vmlinuz\n"));
+        assert_eq!(disk::ROOT.label, "ROOT");
     }
 
     #[test]

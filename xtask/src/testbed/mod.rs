@@ -11,9 +11,11 @@
 //! server, signing key, download URLs); no build code path knows it is rehearsing.
 
 pub mod boot;
+pub mod disk;
 pub mod downloads;
 pub mod guest;
 pub mod mirror;
+pub mod oem;
 pub mod release_tree;
 pub mod server;
 pub mod signer;

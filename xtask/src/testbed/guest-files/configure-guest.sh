@@ -16,9 +16,16 @@ id core >/dev/null 2>&1 ||
     --shell /bin/bash --password '*' core
 chmod 0440 /etc/sudoers.d/wheel
 
-# Units: Flatcar's stand-ins on, Debian's package-manager timers off.
-systemctl enable usr.mount flatcar-first-boot.service update-engine.service locksmithd.service \
-  systemd-networkd.service sshd-keygen.service containerd.service systemd-timesyncd.service
+# Flatcar's mount points: the OEM partition at /oem (/usr/share/oem links to it),
+# the ESP at /boot; extensions in /etc/extensions (links into /opt/extensions).
+mkdir -p /oem /etc/extensions /opt/extensions
+ln -sfn ../../oem /usr/share/oem
+
+# Units: Flatcar's stand-ins on, systemd-sysext merging extensions into /usr with
+# Flatcar's reload after it, Debian's package-manager timers off.
+systemctl enable usr.mount boot.mount oem.mount flatcar-first-boot.service \
+  update-engine.service locksmithd.service systemd-networkd.service sshd-keygen.service \
+  containerd.service systemd-timesyncd.service systemd-sysext.service ensure-sysext.service
 systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
   e2scrub_all.timer e2scrub_reap.service fstrim.timer
 
