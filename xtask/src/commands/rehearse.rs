@@ -18,7 +18,7 @@ use xshell::Shell;
 use crate::build::plan::{self, Provider};
 use crate::commands::build_flatcar::{self, BuildArgs};
 use crate::flatcar::release::Variant;
-use crate::testbed::{self, downloads, guest, mirror, release_tree, server};
+use crate::testbed::{self, downloads, guest, mirror, platform_images, release_tree, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
 use crate::{error::Exit, rules, table, vm::streaming, workspace};
 
@@ -330,7 +330,14 @@ fn serve_mirror(
         None,
         &Default::default(),
     )?)?;
-    let mirror = mirror::build(sh, &run_dir.join("mirror"), guest, "stable", &downloads)?;
+    let mirror = mirror::build(
+        sh,
+        &run_dir.join("mirror"),
+        guest,
+        "stable",
+        &platform_images::BOOTABLE,
+        &downloads,
+    )?;
     if let Some(fault) = fault.filter(|f| *f != Fault::KernelParamUnset) {
         inject(&mirror, fault)?;
     }

@@ -1,6 +1,8 @@
 //! Booting a Flatcar (or Flatcar-shaped) disk image the way build-flatcar boots
-//! Flatcar: QEMU with the Ignition config in fw_cfg (`opt/org.flatcar-linux/config`),
-//! user-mode networking with the guest's SSH forwarded to a free 127.0.0.1 port, and
+//! Flatcar: QEMU with the Ignition config in fw_cfg (`opt/org.flatcar-linux/config`)
+//! or, for an image published for another platform, on the drive that platform's
+//! first boot reads (a `config-2` drive for OpenStack and KubeVirt, a `cidata` drive
+//! for Proxmox VE, ISO 9660 made without root by genisoimage), user-mode networking with the guest's SSH forwarded to a free 127.0.0.1 port, and
 //! the time from starting QEMU to the first successful SSH login (boot-to-SSH).
 //! QEMU is stopped on every way out: shutdown, error, drop, and the xtask's death.
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::flatcar::platform::{ConfigChannel, Platform};
 use crate::vm::accelerator::Accelerator;
 use crate::vm::streaming;
 
@@ -24,6 +27,9 @@ pub struct BootOptions {
     pub disk: PathBuf,
     /// The Ignition config handed to the first boot, if any.
     pub ignition: Option<PathBuf>,
+    /// How it is handed over: the channel of the platform the disk was published
+    /// for (QEMU's fw_cfg unless set).
+    pub channel: ConfigChannel,
     /// The SSH key that logs in as `user`.
     pub private_key: PathBuf,
     pub user: String,
@@ -43,6 +49,7 @@ impl BootOptions {
         BootOptions {
             disk: disk.to_owned(),
             ignition: None,
+            channel: ConfigChannel::FwCfg,
             private_key: private_key.to_owned(),
             user: "core".to_owned(),
             accelerator: Accelerator::Tcg,
@@ -54,8 +61,77 @@ impl BootOptions {
     }
 }
 
-/// The QEMU command line (without the program) for `options` and an SSH port.
-pub fn qemu_args(options: &BootOptions, ssh_port: u16) -> Vec<String> {
+/// How the Ignition config reaches the guest: fw_cfg, or a drive image holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigDelivery {
+    None,
+    FwCfg(PathBuf),
+    Drive(PathBuf),
+}
+
+/// Prepares what hands `options.ignition` to the first boot: the drive image (in
+/// the log directory) for the drive channels.
+pub fn deliver_config(sh: &Shell, options: &BootOptions) -> anyhow::Result<ConfigDelivery> {
+    let Some(config) = &options.ignition else {
+        return Ok(ConfigDelivery::None);
+    };
+    if options.channel == ConfigChannel::FwCfg {
+        return Ok(ConfigDelivery::FwCfg(config.clone()));
+    }
+    let drive = options.log_dir.join("config-drive.iso");
+    write_config_drive(sh, options.channel, config, &drive)?;
+    Ok(ConfigDelivery::Drive(drive))
+}
+
+/// The volume label and the file a platform's first boot reads from its drive.
+pub fn config_drive_layout(channel: ConfigChannel) -> anyhow::Result<(&'static str, &'static str)> {
+    match channel {
+        ConfigChannel::ConfigDrive => Ok(("config-2", "openstack/latest/user_data")),
+        ConfigChannel::CloudInitDrive => Ok(("cidata", "user-data")),
+        other => bail!("the test bed cannot hand an Ignition config over through {other:?}"),
+    }
+}
+
+/// Writes an ISO 9660 image labelled for `channel` holding `config` where that
+/// channel's reader looks (a `cidata` drive also gets the `meta-data` cloud-init
+/// expects beside it).
+pub fn write_config_drive(
+    sh: &Shell,
+    channel: ConfigChannel,
+    config: &Path,
+    drive: &Path,
+) -> anyhow::Result<()> {
+    let (label, path) = config_drive_layout(channel)?;
+    let staging = tempfile::tempdir().context("creating a temporary directory")?;
+    let target = staging.path().join(path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::copy(config, &target)
+        .with_context(|| format!("copying {} to {}", config.display(), target.display()))?;
+    if channel == ConfigChannel::CloudInitDrive {
+        std::fs::write(staging.path().join("meta-data"), "instance-id: rehearsal\n")
+            .context("writing meta-data")?;
+    }
+    let tree = staging.path();
+    cmd!(
+        sh,
+        "genisoimage -quiet -input-charset utf-8 -volid {label} -joliet -rock -output {drive} {tree}"
+    )
+    .quiet()
+    .run()
+    .with_context(|| format!("making the {label} drive {}", drive.display()))
+}
+
+/// The channel the image published for `platform` reads its config from.
+pub fn channel_of(platform: Platform) -> ConfigChannel {
+    platform.config_channel()
+}
+
+/// The QEMU command line (without the program) for `options`, an SSH port and the
+/// config's delivery.
+pub fn qemu_args(options: &BootOptions, ssh_port: u16, config: &ConfigDelivery) -> Vec<String> {
     // Nothing but the forwarded SSH port: the guest reaches no network (QEMU's `restrict=on`).
     let restrict = ",restrict=on";
     let mut args = vec![
@@ -77,12 +153,22 @@ pub fn qemu_args(options: &BootOptions, ssh_port: u16) -> Vec<String> {
         "-device".to_owned(),
         "virtio-net-pci,netdev=net0".to_owned(),
     ];
-    if let Some(ignition) = &options.ignition {
-        args.push("-fw_cfg".to_owned());
-        args.push(format!(
-            "name={IGNITION_FW_CFG_NAME},file={}",
-            ignition.display()
-        ));
+    match config {
+        ConfigDelivery::None => {}
+        ConfigDelivery::FwCfg(ignition) => {
+            args.push("-fw_cfg".to_owned());
+            args.push(format!(
+                "name={IGNITION_FW_CFG_NAME},file={}",
+                ignition.display()
+            ));
+        }
+        ConfigDelivery::Drive(drive) => {
+            args.push("-drive".to_owned());
+            args.push(format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                drive.display()
+            ));
+        }
     }
     args
 }
@@ -151,9 +237,10 @@ pub fn boot(sh: &Shell, options: &BootOptions) -> anyhow::Result<RunningGuest> {
     std::fs::create_dir_all(&options.log_dir)
         .with_context(|| format!("creating {}", options.log_dir.display()))?;
     let ssh_port = free_loopback_port()?;
+    let config = deliver_config(sh, options)?;
     let qemu_log = options.log_dir.join("qemu.log");
     let started = Instant::now();
-    let handle = duct::cmd("qemu-system-x86_64", qemu_args(options, ssh_port))
+    let handle = duct::cmd("qemu-system-x86_64", qemu_args(options, ssh_port, &config))
         .stdin_null()
         .stdout_path(&qemu_log)
         .stderr_to_stdout()
@@ -326,12 +413,50 @@ mod tests {
             Path::new("/k/id"),
             Path::new("/logs"),
         );
-        options.ignition = Some(PathBuf::from("/c/config.ign"));
+        let fw_cfg = ConfigDelivery::FwCfg(PathBuf::from("/c/config.ign"));
         expect_test::expect![[r#"
             -machine pc,accel=tcg -smp 2 -m 1024 -nodefaults -display none -serial file:/logs/console.log -drive file=/c/overlay.qcow2,if=virtio,format=qcow2 -netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0 -fw_cfg name=opt/org.flatcar-linux/config,file=/c/config.ign"#]]
-        .assert_eq(&qemu_args(&options, 2222).join(" "));
-        options.ignition = None;
-        assert!(!qemu_args(&options, 2222).join(" ").contains("fw_cfg"));
+        .assert_eq(&qemu_args(&options, 2222, &fw_cfg).join(" "));
+        assert!(!qemu_args(&options, 2222, &ConfigDelivery::None)
+            .join(" ")
+            .contains("fw_cfg"));
+        let drive = ConfigDelivery::Drive(PathBuf::from("/logs/config-drive.iso"));
+        assert!(qemu_args(&options, 2222, &drive)
+            .join(" ")
+            .ends_with(" -drive file=/logs/config-drive.iso,if=virtio,format=raw,readonly=on"));
+    }
+
+    #[test]
+    fn each_platform_gets_its_drive() {
+        let sh = Shell::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.ign");
+        std::fs::write(&config, "{\"ignition\":{\"version\":\"3.3.0\"}}").unwrap();
+        let mut options =
+            BootOptions::like_build(Path::new("/c/disk.qcow2"), Path::new("/k/id"), dir.path());
+        options.ignition = Some(config.clone());
+        assert_eq!(
+            deliver_config(&sh, &options).unwrap(),
+            ConfigDelivery::FwCfg(config.clone())
+        );
+        for (platform, label, path) in [
+            (Platform::Openstack, "config-2", "/openstack/latest/user_data"),
+            (Platform::Kubevirt, "config-2", "/openstack/latest/user_data"),
+            (Platform::Proxmoxve, "cidata", "/user-data"),
+        ] {
+            options.channel = channel_of(platform);
+            let ConfigDelivery::Drive(drive) = deliver_config(&sh, &options).unwrap() else {
+                panic!("{platform} gets no drive");
+            };
+            let info = cmd!(sh, "isoinfo -d -i {drive}").read().unwrap();
+            assert!(info.contains(&format!("Volume id: {label}")), "{info}");
+            let listing = cmd!(sh, "isoinfo -R -f -i {drive}").read().unwrap();
+            assert!(listing.lines().any(|l| l == path), "{listing}");
+            let read = cmd!(sh, "isoinfo -R -x {path} -i {drive}").read().unwrap();
+            assert_eq!(read, "{\"ignition\":{\"version\":\"3.3.0\"}}");
+        }
+        options.channel = channel_of(Platform::Hetzner);
+        assert!(deliver_config(&sh, &options).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the rehearsal's loopback mirror serves, as files in a directory: a
-//! Flatcar-shaped release tree for the made-up release (the rehearsal guest as the
-//! QEMU image, made by `release_tree` and signed by a key made for this mirror), and
+//! Flatcar-shaped release tree for the made-up release (the rehearsal guest published
+//! for each platform asked for under Flatcar's artifact names, made by `release_tree`
+//! and signed by a key made for this mirror), and
 //! the download stand-ins (`downloads`). Also the var file that points a build at
 //! the mirror, as an air-gapped site would point it at its own.
 
@@ -12,10 +13,11 @@ use xshell::Shell;
 
 use super::downloads::{plan_downloads, write_planned, Downloads};
 use super::guest::Guest;
+use super::platform_images;
 use super::release_tree::{self, file_digest, Image, Release};
 use super::signer::Signer;
 use crate::artifacts::layout::at_base;
-use crate::flatcar::release::Variant;
+use crate::flatcar::platform::Platform;
 
 /// Where the release tree starts below the mirror's root: the release server URL a
 /// build takes is `<mirror>/flatcar/{channel}`.
@@ -88,14 +90,17 @@ fn mirror_config(
 }
 
 /// Builds the mirror for `guest` under `root` (emptied first): the release tree for
-/// `channel` and the download stand-ins for `downloads`.
+/// `channel` with the guest's image for each of `platforms` (see
+/// [`platform_images::BOOTABLE`]), and the download stand-ins for `downloads`.
 pub fn build(
     sh: &Shell,
     root: &Path,
     guest: &Guest,
     channel: &str,
+    platforms: &[Platform],
     downloads: &Downloads,
 ) -> anyhow::Result<Mirror> {
+    let published = platform_images::images(sh, guest, platforms)?;
     if root.exists() {
         std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
     }
@@ -123,11 +128,10 @@ pub fn build(
     signer.write_public_key(&signing_key, true)?;
     let release = Release {
         build_id: "rehearsal",
-        images: vec![Image::published(
-            Variant::Bios.image_file_name(),
-            &guest.image,
-            signer.signing(),
-        )],
+        images: published
+            .iter()
+            .map(|image| Image::published(&image.file_name, &image.path, signer.signing()))
+            .collect(),
         current: true,
         ..Release::new(channel, "amd64", super::FLATCAR_VERSION)
     };
@@ -223,9 +227,9 @@ mod tests {
             recipe: "test".into(),
         };
         let root = dir.path().join("mirror");
-        let mirror = build(&sh, &root, &guest, "stable", &downloads()).unwrap();
+        let mirror = build(&sh, &root, &guest, "stable", &[Platform::Qemu], &downloads()).unwrap();
 
-        let image_name = Variant::Bios.image_file_name();
+        let image_name = Platform::Qemu.image_file_name();
         for release in ["9999.0.0", "current"] {
             let release = format!("flatcar/stable/amd64-usr/{release}");
             for name in ["version.txt", image_name] {

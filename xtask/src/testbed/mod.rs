@@ -16,6 +16,7 @@ pub mod downloads;
 pub mod guest;
 pub mod mirror;
 pub mod oem;
+pub mod platform_images;
 pub mod release_tree;
 pub mod server;
 pub mod signer;

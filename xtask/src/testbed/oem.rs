@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn each_platform_names_its_oem_id_and_metal_has_none() {
-        expect_test::expect![[r#"
+        expect_test::expect![[r##"
             [
                 (
                     "grub.cfg",
@@ -56,7 +56,7 @@ mod tests {
                     "ID=openstack\nVERSION_ID=9999.0.0\nNAME=\"OpenStack\"\n",
                 ),
             ]
-        "#]]
+        "##]]
         .assert_debug_eq(&files(Platform::Openstack, "9999.0.0"));
         assert!(files(Platform::Metal, "9999.0.0").is_empty());
         for platform in Platform::ALL {
