@@ -1,7 +1,9 @@
 //! `cargo xtask rehearse-guest`: build (or reuse) the Flatcar-shaped rehearsal guest,
 //! boot it the way build-flatcar boots Flatcar, with the repository's Ignition config
 //! and a fresh key, check that it behaves like Flatcar where a build depends on it,
-//! and report its size, build time and boot-to-SSH time.
+//! boot the images published for the platforms whose config comes on a drive
+//! (OpenStack, Proxmox VE, KubeVirt) with a config on that drive carrying a test
+//! sysext as a bake places one, and report its size, build time and boot-to-SSH times.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +13,11 @@ use serde::Serialize;
 use serde_json::Value;
 use xshell::Shell;
 
+use crate::flatcar::platform::Platform;
 use crate::output::Format;
 use crate::testbed::boot::{self, BootOptions, RunningGuest};
-use crate::testbed::guest::{self, Provenance};
+use crate::testbed::guest::{self, Guest, Provenance};
+use crate::testbed::{platform_images, test_sysext};
 use crate::{build::ignition, build::key, error::Exit, table, workspace};
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +41,7 @@ struct Check {
 
 #[derive(Debug, Serialize)]
 struct Boot {
-    what: &'static str,
+    what: String,
     boot_to_ssh_seconds: f64,
 }
 
@@ -78,7 +82,10 @@ pub fn run(sh: &Shell, args: &RehearseGuestArgs) -> anyhow::Result<()> {
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
-    let (boots, checks) = boot_and_check(sh, &guest.image, &work)?;
+    let (mut boots, mut checks) = boot_and_check(sh, &guest.image, &work)?;
+    for platform in DRIVE_PLATFORMS {
+        boot_platform(sh, &guest, platform, &work, &mut boots, &mut checks)?;
+    }
 
     let report = Report {
         image_bytes: guest.image_size()?,
@@ -213,17 +220,133 @@ fn boot_and_check(
 fn boot_timed(
     sh: &Shell,
     options: &BootOptions,
-    what: &'static str,
+    what: &str,
     boots: &mut Vec<Boot>,
 ) -> anyhow::Result<RunningGuest> {
     let guest = boot::boot(sh, options)?;
     let seconds = guest.boot_to_ssh.as_secs_f64();
     eprintln!("  SSH answered after {seconds:.1} s");
     boots.push(Boot {
-        what,
+        what: what.to_owned(),
         boot_to_ssh_seconds: seconds,
     });
     Ok(guest)
+}
+
+/// The platforms whose first boot reads its config from a drive.
+const DRIVE_PLATFORMS: [Platform; 3] =
+    [Platform::Openstack, Platform::Proxmoxve, Platform::Kubevirt];
+
+/// Where the test sysext is stored and linked from, as a bake stores Kubernetes's.
+const SYSEXT_STORE: &str = "/opt/extensions/rehearsal/rehearsal-sysext.raw";
+
+/// Boots the image published for `platform` with a config on the platform's drive
+/// that authorizes a fresh key and places a test sysext the way a bake does (the
+/// image under /opt/extensions, linked from /etc/extensions; its unit enabled by a
+/// wants symlink in /etc): SSH with that key shows the config was applied.
+fn boot_platform(
+    sh: &Shell,
+    guest: &Guest,
+    platform: Platform,
+    work: &Path,
+    boots: &mut Vec<Boot>,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<()> {
+    let image = platform_images::image(sh, guest, platform)?;
+    let dir = work.join(platform.name());
+    let key = make_key(sh, &dir.join("key"), &format!("rehearse-guest {platform}"))?;
+    let sysext = dir.join("rehearsal-sysext.raw");
+    test_sysext::write(sh, &sysext)?;
+    let config = dir.join("config.ign");
+    write_config(
+        &config,
+        with_sysext(
+            ignition::authorize_key(
+                serde_json::json!({"ignition": {"version": "3.3.0"}}),
+                &key.public_key,
+            )?,
+            &xshell::cmd!(sh, "base64 --wrap=0 {sysext}")
+                .quiet()
+                .read()
+                .with_context(|| format!("encoding {}", sysext.display()))?,
+        ),
+    )?;
+    let overlay = dir.join("disk.qcow2");
+    boot::create_overlay(sh, &image.path, &overlay)?;
+    eprintln!(
+        "Booting the {platform} image ({}) with its config on a {:?} ...",
+        image.file_name,
+        platform.config_channel()
+    );
+    let mut options = BootOptions::like_build(&overlay, &key.private_key, &dir.join("boot"));
+    options.ignition = Some(config);
+    options.channel = platform.config_channel();
+    options.ssh_timeout = Duration::from_secs(180);
+    let running = boot_timed(sh, &options, &format!("{platform} image"), boots)?;
+    let (_, journal) = running.ssh(
+        sh,
+        "sudo -n journalctl --boot --unit flatcar-first-boot.service --no-pager --quiet",
+    )?;
+    check(
+        checks,
+        &format!("{platform}: Ignition from its drive applied"),
+        journal.contains(&format!(
+            "applied the Ignition config of platform {platform}"
+        )),
+        format!("the drive's key logs in; {}", journal.trim()),
+    );
+    check_sysext(sh, &running, platform, checks)?;
+    running.shutdown(sh, SHUTDOWN_TIMEOUT)?;
+    std::fs::remove_file(&overlay).with_context(|| format!("removing {}", overlay.display()))
+}
+
+/// Adds the test sysext (`data`, its image in base64) to an Ignition config, placed
+/// as a bake places Kubernetes.
+fn with_sysext(mut config: Value, data: &str) -> Value {
+    let storage = &mut config["storage"];
+    storage["files"] = serde_json::json!([{
+        "path": SYSEXT_STORE,
+        "mode": 0o644,
+        "contents": {"source": format!("data:;base64,{data}")},
+    }]);
+    storage["links"] = serde_json::json!([
+        {"path": format!("/etc/extensions/{}.raw", test_sysext::NAME), "target": SYSEXT_STORE},
+        {
+            "path": format!("/etc/systemd/system/multi-user.target.wants/{}", test_sysext::UNIT),
+            "target": format!("/usr/lib/systemd/system/{}", test_sysext::UNIT),
+        },
+    ]);
+    config
+}
+
+/// The merged sysext: its binary on PATH in /usr/bin, and its unit started.
+fn check_sysext(
+    sh: &Shell,
+    guest: &RunningGuest,
+    platform: Platform,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<()> {
+    let (_, path) = guest.ssh(
+        sh,
+        "command -v rehearsal-sysext-hello; rehearsal-sysext-hello",
+    )?;
+    // The unit may still be queued right after SSH answers: wait for it a little.
+    let (_, active) = guest.ssh(
+        sh,
+        &format!(
+            "for i in $(seq 30); do s=$(systemctl is-active {unit}); \
+             [ \"$s\" = active ] && break; sleep 1; done; echo $s",
+            unit = test_sysext::UNIT
+        ),
+    )?;
+    let expected = format!("{}\n{}\n", test_sysext::BINARY, test_sysext::GREETING);
+    check(
+        checks,
+        &format!("{platform}: the sysext is merged, its unit started"),
+        path == expected && active.trim() == "active",
+        format!("{} {}: {}", path.trim(), test_sysext::UNIT, active.trim()),
+    );
+    Ok(())
 }
 
 fn make_key(sh: &Shell, dir: &Path, comment: &str) -> anyhow::Result<key::BuildKey> {

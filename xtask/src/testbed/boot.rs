@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::flatcar::platform::{ConfigChannel, Platform};
+use crate::flatcar::platform::ConfigChannel;
 use crate::vm::accelerator::Accelerator;
 use crate::vm::streaming;
 
@@ -122,11 +122,6 @@ pub fn write_config_drive(
     .quiet()
     .run()
     .with_context(|| format!("making the {label} drive {}", drive.display()))
-}
-
-/// The channel the image published for `platform` reads its config from.
-pub fn channel_of(platform: Platform) -> ConfigChannel {
-    platform.config_channel()
 }
 
 /// The QEMU command line (without the program) for `options`, an SSH port and the
@@ -405,10 +400,11 @@ impl Drop for RunningGuest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flatcar::platform::Platform;
 
     #[test]
     fn qemu_command_line_matches_the_build() {
-        let mut options = BootOptions::like_build(
+        let options = BootOptions::like_build(
             Path::new("/c/overlay.qcow2"),
             Path::new("/k/id"),
             Path::new("/logs"),
@@ -440,11 +436,19 @@ mod tests {
             ConfigDelivery::FwCfg(config.clone())
         );
         for (platform, label, path) in [
-            (Platform::Openstack, "config-2", "/openstack/latest/user_data"),
-            (Platform::Kubevirt, "config-2", "/openstack/latest/user_data"),
+            (
+                Platform::Openstack,
+                "config-2",
+                "/openstack/latest/user_data",
+            ),
+            (
+                Platform::Kubevirt,
+                "config-2",
+                "/openstack/latest/user_data",
+            ),
             (Platform::Proxmoxve, "cidata", "/user-data"),
         ] {
-            options.channel = channel_of(platform);
+            options.channel = platform.config_channel();
             let ConfigDelivery::Drive(drive) = deliver_config(&sh, &options).unwrap() else {
                 panic!("{platform} gets no drive");
             };
@@ -455,7 +459,7 @@ mod tests {
             let read = cmd!(sh, "isoinfo -R -x {path} -i {drive}").read().unwrap();
             assert_eq!(read, "{\"ignition\":{\"version\":\"3.3.0\"}}");
         }
-        options.channel = channel_of(Platform::Hetzner);
+        options.channel = Platform::Hetzner.config_channel();
         assert!(deliver_config(&sh, &options).is_err());
     }
 

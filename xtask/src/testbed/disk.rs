@@ -341,7 +341,10 @@ mod tests {
             }
         );
         let err = parse_extent(json, "ROOT").unwrap_err();
-        assert_eq!(err.to_string(), "the disk has 0 partitions named ROOT, not one");
+        assert_eq!(
+            err.to_string(),
+            "the disk has 0 partitions named ROOT, not one"
+        );
     }
 
     /// The I/O half on a small sparse disk: sgdisk, mkfs.ext4 and debugfs for real.

@@ -227,7 +227,15 @@ mod tests {
             recipe: "test".into(),
         };
         let root = dir.path().join("mirror");
-        let mirror = build(&sh, &root, &guest, "stable", &[Platform::Qemu], &downloads()).unwrap();
+        let mirror = build(
+            &sh,
+            &root,
+            &guest,
+            "stable",
+            &[Platform::Qemu],
+            &downloads(),
+        )
+        .unwrap();
 
         let image_name = Platform::Qemu.image_file_name();
         for release in ["9999.0.0", "current"] {

@@ -20,6 +20,7 @@ pub mod platform_images;
 pub mod release_tree;
 pub mod server;
 pub mod signer;
+pub mod test_sysext;
 
 use std::path::PathBuf;
 

@@ -63,7 +63,9 @@ mod tests {
             let files = files(platform, "1.2.3");
             if let Some(id) = platform.oem_id() {
                 assert!(files[0].1.contains(&format!("\nset oem_id=\"{id}\"\n")));
-                assert!(files[1].1.starts_with(&format!("ID={id}\nVERSION_ID=1.2.3\n")));
+                assert!(files[1]
+                    .1
+                    .starts_with(&format!("ID={id}\nVERSION_ID=1.2.3\n")));
             }
         }
     }

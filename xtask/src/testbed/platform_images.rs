@@ -102,11 +102,7 @@ fn make(sh: &Shell, base: &Path, platform: Platform, out: &Path) -> anyhow::Resu
         .quiet()
         .run()
         .context("unpacking the guest's disk")?;
-    disk::write_oem(
-        sh,
-        &raw,
-        &oem::files(platform, super::FLATCAR_VERSION),
-    )?;
+    disk::write_oem(sh, &raw, &oem::files(platform, super::FLATCAR_VERSION))?;
     let made = work.path().join("image");
     match platform.source_format() {
         SourceFormat::Qcow2 => cmd!(sh, "qemu-img convert -c -O qcow2 {raw} {made}")

@@ -452,9 +452,11 @@ pub const TOOLS: &[Tool] = &[
             apt_suite: None,
         },
     },
-    // The rehearsal: a Flatcar-shaped guest built with debootstrap into an ext4
-    // partition made bootable with extlinux (syslinux-common has the MBR code), and
-    // a libvirtd with its dnsmasq in private namespaces. Most live in sbin.
+    // The rehearsal: a Flatcar-shaped guest built with debootstrap onto a GPT disk
+    // without mounts (sgdisk; the ESP with mkfs.fat, mtools and syslinux's mtools
+    // installer, syslinux-common has the GPT boot code; ext4 with mkfs.ext4 and
+    // debugfs), config drives as ISO 9660 (genisoimage), test sysexts (mksquashfs),
+    // and a libvirtd with its dnsmasq in private namespaces. Most live in sbin.
     Tool {
         program: "debootstrap",
         version_args: Some(&["--version"]),
@@ -470,15 +472,85 @@ pub const TOOLS: &[Tool] = &[
         },
     },
     Tool {
-        program: "extlinux",
+        program: "syslinux",
         version_args: Some(&["--version"]),
         minimum: None,
         optional: false,
         purposes: &[Rehearse],
         packages: Packages {
-            apt: Some("extlinux syslinux-common"),
-            dnf: Some("syslinux-extlinux"),
+            apt: Some("syslinux syslinux-common"),
+            dnf: Some("syslinux"),
             pacman: Some("syslinux"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "sgdisk",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("gdisk"),
+            dnf: Some("gdisk"),
+            pacman: Some("gptfdisk"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "mkfs.fat",
+        version_args: None,
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("dosfstools"),
+            dnf: Some("dosfstools"),
+            pacman: Some("dosfstools"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "mcopy",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("mtools"),
+            dnf: Some("mtools"),
+            pacman: Some("mtools"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "genisoimage",
+        version_args: Some(&["--version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("genisoimage"),
+            dnf: Some("genisoimage"),
+            pacman: Some("cdrtools"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "mksquashfs",
+        version_args: Some(&["-version"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("squashfs-tools"),
+            dnf: Some("squashfs-tools"),
+            pacman: Some("squashfs-tools"),
             brew: None,
             apt_suite: None,
         },
@@ -499,6 +571,20 @@ pub const TOOLS: &[Tool] = &[
     },
     Tool {
         program: "mkfs.ext4",
+        version_args: Some(&["-V"]),
+        minimum: None,
+        optional: false,
+        purposes: &[Rehearse],
+        packages: Packages {
+            apt: Some("e2fsprogs"),
+            dnf: Some("e2fsprogs"),
+            pacman: Some("e2fsprogs"),
+            brew: None,
+            apt_suite: None,
+        },
+    },
+    Tool {
+        program: "debugfs",
         version_args: Some(&["-V"]),
         minimum: None,
         optional: false,
