@@ -283,8 +283,8 @@ pub enum Provenance {
 }
 
 /// The guest for the current recipe: the cached one, or a new one when there is
-/// none or `rebuild` is set. Building needs root (debootstrap, chroot, loop mounts)
-/// and the package mirror.
+/// none or `rebuild` is set. Building needs root (debootstrap, chroot; the disk
+/// itself is made without mounts) and the package mirror.
 pub fn build_or_reuse(sh: &Shell, rebuild: bool) -> anyhow::Result<(Guest, Provenance)> {
     let files = guest_files();
     let recipe = recipe_id(&files);
