@@ -252,7 +252,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["-version"]),
         minimum: v(4, 4, 0),
         optional: false,
-        purposes: &[Bake],
+        purposes: &[Bake, Rehearse],
         packages: Packages {
             apt: Some("squashfs-tools"),
             dnf: Some("squashfs-tools"),
@@ -266,7 +266,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["-V"]),
         minimum: v(1, 43, 0),
         optional: false,
-        purposes: &[Bake],
+        purposes: &[Bake, Rehearse],
         packages: Packages {
             apt: Some("e2fsprogs"),
             dnf: Some("e2fsprogs"),
@@ -542,20 +542,6 @@ pub const TOOLS: &[Tool] = &[
         },
     },
     Tool {
-        program: "mksquashfs",
-        version_args: Some(&["-version"]),
-        minimum: None,
-        optional: false,
-        purposes: &[Rehearse],
-        packages: Packages {
-            apt: Some("squashfs-tools"),
-            dnf: Some("squashfs-tools"),
-            pacman: Some("squashfs-tools"),
-            brew: None,
-            apt_suite: None,
-        },
-    },
-    Tool {
         program: "sfdisk",
         version_args: Some(&["--version"]),
         minimum: None,
@@ -571,20 +557,6 @@ pub const TOOLS: &[Tool] = &[
     },
     Tool {
         program: "mkfs.ext4",
-        version_args: Some(&["-V"]),
-        minimum: None,
-        optional: false,
-        purposes: &[Rehearse],
-        packages: Packages {
-            apt: Some("e2fsprogs"),
-            dnf: Some("e2fsprogs"),
-            pacman: Some("e2fsprogs"),
-            brew: None,
-            apt_suite: None,
-        },
-    },
-    Tool {
-        program: "debugfs",
         version_args: Some(&["-V"]),
         minimum: None,
         optional: false,

@@ -56,7 +56,15 @@ pub fn rows(sh: &Shell, ours: &Path, revision: &str) -> anyhow::Result<Vec<Row>>
         None,
         &Default::default(),
     )?)?;
-    let mirror = mirror::build(sh, &dir.join("mirror"), &guest, "stable", &downloads)?;
+    // Only QEMU's image: the build boots nothing else.
+    let mirror = mirror::build(
+        sh,
+        &dir.join("mirror"),
+        &guest,
+        "stable",
+        &[crate::flatcar::platform::Platform::Qemu],
+        &downloads,
+    )?;
     let server = FileServer::start(&mirror.root)?;
     let write_config = |name: &str, base: &str| -> anyhow::Result<PathBuf> {
         let config = dir.join(name);
