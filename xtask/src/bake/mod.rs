@@ -4,9 +4,12 @@
 //! transfer) into the ext4 ROOT partition with debugfs, and install the output
 //! directory only once it is complete.
 
+mod outputs;
 pub mod plan;
 pub mod record;
+mod shared;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -14,22 +17,30 @@ use xshell::{cmd, Shell};
 
 use crate::build::output_dir::{digests_of, install_output};
 use crate::build::record::{Artifact, SignedBy, FILE_NAME};
-use crate::disk_image::ext4::{Edit, Entry, Meta};
+use crate::artifacts;
 use crate::disk_image::DiskImage;
-use crate::flatcar::platform::{Platform, ReleaseImage, SourceFormat};
+use crate::flatcar::platform::{Output, Platform, ReleaseImage, SourceFormat};
 use crate::flatcar::{self, FetchOptions, Release};
 use crate::net::download::{Fetched, HttpClient};
+use crate::node_files::NodeFiles;
 use crate::sysext::extension_release;
+use crate::vm::streaming;
 use record::{BakeRecord, MADE_BY};
 
 /// Everything a bake needs besides the resolved release.
 #[derive(Clone, Debug)]
 pub struct BakeOptions {
-    /// How images are fetched; `image` is set per platform.
+    /// How images and the inputs are fetched (and cached); `image` is set per platform.
     pub fetch: FetchOptions,
+    /// `v1.36.2`: the build variables' `kubernetes_semver`.
     pub kubernetes_version: String,
-    /// The extension image to bake in.
-    pub sysext: PathBuf,
+    /// The build's Packer variables, rendered (site var file and Kubernetes
+    /// version included): the node rules of the baked image get them.
+    pub build_vars: BTreeMap<String, String>,
+    /// The downloads the extension and the CNI plugins come from (`plan::bake_inputs`).
+    pub inputs: Vec<artifacts::Artifact>,
+    /// The node's files, rendered from the roles with `build_vars`.
+    pub node: NodeFiles,
     pub sysupdate: bool,
     /// images/capi/output: one directory per platform below it.
     pub output_root: PathBuf,
@@ -98,27 +109,28 @@ pub fn check_output_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bakes every platform in parallel; each output directory appears only when its
-/// platform is complete. Fails with every platform's error.
+/// Bakes every platform in parallel from one shared extension; each output
+/// directory appears only when its platform is complete. Ctrl-C is caught for
+/// the whole bake, so every staging and work directory is removed on the way
+/// out. Fails with every platform's error.
 pub fn bake_all(
     sh: &Shell,
     opts: &BakeOptions,
     release: &Release,
     platforms: &[Platform],
 ) -> anyhow::Result<Vec<BakeRecord>> {
-    let extension_release = crate::sysext::read_extension_release(sh, &opts.sysext)?;
-    let sysext = Artifact {
-        file: file_name(&opts.sysext),
-        sha512: flatcar::cache::sha512_file(&opts.sysext)?,
-    };
+    let _interrupts = streaming::catch_interrupts();
+    std::fs::create_dir_all(&opts.output_root)
+        .with_context(|| format!("creating {}", opts.output_root.display()))?;
+    let shared = shared::prepare(sh, opts, release.arch)?;
     let results: Vec<anyhow::Result<BakeRecord>> = std::thread::scope(|scope| {
         let workers: Vec<_> = platforms
             .iter()
             .map(|platform| {
                 let sh = sh.clone();
-                let (extension_release, sysext) = (&extension_release, &sysext);
+                let shared = &shared;
                 scope.spawn(move || {
-                    bake_one(&sh, opts, release, *platform, extension_release, sysext)
+                    bake_one(&sh, opts, release, *platform, shared)
                         .with_context(|| format!("baking {platform}"))
                 })
             })
@@ -142,13 +154,29 @@ pub fn bake_all(
     Ok(records)
 }
 
+/// An error once Ctrl-C was pressed: the caller's directories go as it unwinds.
+fn stop_if_interrupted() -> anyhow::Result<()> {
+    if streaming::interrupted() {
+        bail!("interrupted; nothing was left in the output directory");
+    }
+    Ok(())
+}
+
+/// A hidden directory below `parent` (on the outputs' file system, so large disks
+/// never cross file systems), removed when dropped.
+fn hidden_dir(parent: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("making a directory in {}", parent.display()))
+}
+
 fn bake_one(
     sh: &Shell,
     opts: &BakeOptions,
     release: &Release,
     platform: Platform,
-    extension_release: &str,
-    sysext: &Artifact,
+    shared: &shared::Shared,
 ) -> anyhow::Result<BakeRecord> {
     let started = crate::utc::now();
     let name = plan::output_dir_name(
@@ -157,41 +185,29 @@ fn bake_one(
         &opts.kubernetes_version,
         platform,
     );
-    let output_dir = opts.output_root.join(&name);
     let fetch = FetchOptions {
         image: ReleaseImage::Platform(platform),
         ..opts.fetch.clone()
     };
     let image = flatcar::fetch_image(sh, &fetch, release)?;
-    std::fs::create_dir_all(&opts.output_root)
-        .with_context(|| format!("creating {}", opts.output_root.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.staging-"))
-        .tempdir_in(&opts.output_root)
-        .with_context(|| {
-            format!(
-                "making a staging directory in {}",
-                opts.output_root.display()
-            )
-        })?;
-    let raw = staging.path().join(format!("{name}.raw"));
-    let work = tempfile::tempdir().context("making a work directory")?;
-    to_raw(sh, &image.path, platform.source_format(), &raw, work.path())?;
-
-    let disk = DiskImage::open(&raw)?;
-    let os_release = disk.os_release(sh)?;
-    extension_release::check_compatible(extension_release, &os_release, release.arch)
-        .with_context(|| {
-            format!(
-                "{} cannot be merged on {}",
-                sysext.file,
-                image.path.display()
-            )
-        })?;
-    let edits = root_edits(opts, release, work.path())?;
-    disk.root()?.apply(sh, &edits, opts.time)?;
-
-    let outputs = digests_of(staging.path())?;
+    stop_if_interrupted()?;
+    let staging = hidden_dir(&opts.output_root, &format!(".{name}.staging-"))?;
+    let work = hidden_dir(&opts.output_root, &format!(".{name}.work-"))?;
+    let (raw, os_release) = bake_raw(sh, platform, &image.path, work.path(), shared, release)?;
+    stop_if_interrupted()?;
+    let raw_disk = Artifact {
+        file: format!("{name}.raw"),
+        sha512: flatcar::cache::sha512_file(&raw)?,
+    };
+    let dirs = (staging.path(), work.path());
+    outputs::write(sh, platform, &raw, dirs, &name, release.arch, opts.time)?;
+    drop(work);
+    stop_if_interrupted()?;
+    let rules_vars = crate::node_files::rules_vars(&opts.build_vars);
+    crate::fsx::write_atomically(
+        &staging.path().join(crate::rules::VARS_FILE),
+        (serde_json::to_string_pretty(&rules_vars)? + "\n").as_bytes(),
+    )?;
     let record = BakeRecord {
         made_by: MADE_BY.into(),
         channel: release.channel.name().into(),
@@ -206,46 +222,60 @@ fn bake_one(
         base_image_url: image.final_url.clone(),
         base_image_signed_by: SignedBy::of(&image, &fetch.signature),
         os_release,
-        sysext: sysext.clone(),
-        outputs,
+        sysext: Artifact {
+            file: file_name(&shared.sysext.path),
+            sha512: shared.sysext.sha512.clone(),
+        },
+        sysext_inputs: shared.inputs.clone(),
+        raw_disk,
+        kubernetes_bin_dir: opts.node.kubernetes_bin_dir.clone(),
+        outputs: digests_of(staging.path())?,
         started,
         finished: crate::utc::now(),
     };
     crate::fsx::write_atomically(&staging.path().join(FILE_NAME), record.to_json().as_bytes())?;
+    stop_if_interrupted()?;
     let staged = staging.keep();
-    install_output(&staged, &output_dir).inspect_err(|_| {
+    install_output(&staged, &opts.output_root.join(&name)).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&staged);
     })?;
     Ok(record)
 }
 
-/// What the bake writes into ROOT: the extension, the link systemd-sysext
-/// merges, and the sysupdate transfer when asked for.
-fn root_edits(opts: &BakeOptions, release: &Release, work: &Path) -> anyhow::Result<Vec<Edit>> {
-    let sysext_path = plan::sysext_path(&opts.kubernetes_version, release.arch);
-    let mut edits = vec![
-        Edit {
-            path: sysext_path.clone(),
-            entry: Entry::File(opts.sysext.clone()),
-            meta: Meta::root(0o644, opts.time),
-        },
-        Edit {
-            path: plan::EXTENSION_LINK.into(),
-            entry: Entry::Symlink(sysext_path),
-            meta: Meta::root(0o777, opts.time),
-        },
-    ];
-    if opts.sysupdate {
-        let (path, text) = plan::sysupdate_conf(&opts.kubernetes_version);
-        let source = work.join("sysupdate.conf");
-        std::fs::write(&source, text).with_context(|| format!("writing {}", source.display()))?;
-        edits.push(Edit {
-            path,
-            entry: Entry::File(source),
-            meta: Meta::root(0o644, opts.time),
-        });
+/// The platform's image as a raw disk in `work`, checked against the extension
+/// and with the shared edits written into ROOT; returns it and its os-release.
+fn bake_raw(
+    sh: &Shell,
+    platform: Platform,
+    image: &Path,
+    work: &Path,
+    shared: &shared::Shared,
+    release: &Release,
+) -> anyhow::Result<(PathBuf, String)> {
+    let raw = work.join("disk.raw");
+    let unpacked = work.join("unpacked");
+    std::fs::create_dir_all(&unpacked)?;
+    to_raw(sh, image, platform.source_format(), &raw, &unpacked)?;
+    if platform.output() == Output::FixedVhd {
+        outputs::grow_to_whole_mib(&raw)?;
     }
-    Ok(edits)
+    let disk = DiskImage::open(&raw)?;
+    let os_release = disk.os_release(sh)?;
+    extension_release::check_compatible(
+        &shared.sysext.extension_release,
+        &os_release,
+        release.arch,
+    )
+    .with_context(|| {
+        format!(
+            "{} cannot be merged on {}",
+            file_name(&shared.sysext.path),
+            image.display()
+        )
+    })?;
+    stop_if_interrupted()?;
+    disk.root()?.apply(sh, &shared.edits, shared.time)?;
+    Ok((raw, os_release))
 }
 
 /// The platform's image as a raw disk at `raw`.

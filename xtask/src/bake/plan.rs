@@ -4,13 +4,26 @@
 
 use serde::Serialize;
 
-use crate::flatcar::platform::Platform;
+use crate::artifacts::{Artifact, ChecksumSource};
+use crate::flatcar::platform::{Output, Platform};
 use crate::flatcar::release::Arch;
 use crate::sysext::{self, extension_release};
 
 /// Where the extension lives on ROOT, and the link systemd-sysext merges.
 pub const EXTENSIONS_DIR: &str = "/opt/extensions/kubernetes";
 pub const EXTENSION_LINK: &str = "/etc/extensions/kubernetes.raw";
+
+/// The downloads of a build that a bake uses: the Kubernetes binaries and crictl
+/// go into the extension, the CNI plugins onto ROOT. containerd is Flatcar's own
+/// and nothing runs Python.
+pub const SYSEXT_INPUTS: &[&str] = &["kubeadm", "kubelet", "kubectl", "crictl", "cni"];
+
+/// The build's artifact list narrowed to what a bake downloads.
+pub fn bake_inputs(all: Vec<Artifact>) -> Vec<Artifact> {
+    all.into_iter()
+        .filter(|a| SYSEXT_INPUTS.contains(&a.name.as_str()))
+        .collect()
+}
 
 /// What the plan is made from; the release was resolved once, and each
 /// platform's published file was found in it.
@@ -24,9 +37,22 @@ pub struct BakeInputs {
     /// Each platform with the release file that holds its image.
     pub platforms: Vec<(Platform, String)>,
     pub kubernetes_version: String,
-    /// Where the extension comes from (a path or URL), for the plan.
-    pub sysext_source: String,
+    /// The verified downloads the extension and the CNI plugins come from.
+    pub inputs: Vec<Artifact>,
+    /// The node's files and unit links the bake writes into ROOT, by path.
+    pub node_root_files: Vec<String>,
+    /// Where the CNI plugins go on ROOT.
+    pub cni_bin_dir: String,
     pub sysupdate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InputPlan {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    /// The published checksum file's URL, or the published digest itself.
+    pub checksum: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -45,7 +71,7 @@ pub struct BakePlan {
     pub arch: String,
     pub kubernetes_version: String,
     pub sysext: String,
-    pub sysext_source: String,
+    pub sysext_inputs: Vec<InputPlan>,
     /// Every path the bake writes into each image's ROOT partition.
     pub root_files: Vec<String>,
     pub platforms: Vec<PlatformPlan>,
@@ -90,11 +116,44 @@ pub fn sysext_path(kubernetes_version: &str, arch: Arch) -> String {
     )
 }
 
+/// The files of a platform's output directory besides the record and the node
+/// rules' values: what its Cluster API provider consumes. The baked raw disk is
+/// not kept (the outputs hold it; keeping it would double the disk space).
+pub fn outputs(platform: Platform, dir: &str) -> Vec<String> {
+    let names: &[&str] = match platform.output() {
+        Output::Qcow2AndBox => &["qcow2", "box"],
+        Output::Qcow2 => &["qcow2"],
+        Output::ContainerDisk => &["oci.tar"],
+        Output::CompressedRaw => &["raw.gz", "raw.gz.sha256sum"],
+        Output::Ova => &["ova"],
+        Output::FixedVhd => &["vhd"],
+    };
+    names.iter().map(|ext| format!("{dir}.{ext}")).collect()
+}
+
+fn input_plan(artifact: &Artifact) -> InputPlan {
+    InputPlan {
+        name: artifact.name.clone(),
+        version: artifact.version.clone(),
+        url: crate::net::credentials::redact(&artifact.url).into_owned(),
+        checksum: match &artifact.checksum {
+            ChecksumSource::File { url, algorithm } => {
+                format!("{} from {}", algorithm.name(), crate::net::credentials::redact(url))
+            }
+            ChecksumSource::Fixed { algorithm, digest } => {
+                format!("{} {digest} (published)", algorithm.name())
+            }
+        },
+    }
+}
+
 pub fn plan(inputs: &BakeInputs) -> BakePlan {
     let mut root_files = vec![
         sysext_path(&inputs.kubernetes_version, inputs.arch),
         EXTENSION_LINK.to_string(),
+        format!("{}/ (the CNI plugins)", inputs.cni_bin_dir),
     ];
+    root_files.extend(inputs.node_root_files.iter().cloned());
     if inputs.sysupdate {
         root_files.push(sysupdate_conf(&inputs.kubernetes_version).0);
     }
@@ -111,10 +170,13 @@ pub fn plan(inputs: &BakeInputs) -> BakePlan {
             PlatformPlan {
                 platform: platform.name().to_string(),
                 artifact_url: format!("{}{file}", inputs.release_url),
-                outputs: vec![
-                    format!("{dir}.raw"),
-                    crate::build::record::FILE_NAME.to_string(),
-                ],
+                outputs: outputs(*platform, &dir)
+                    .into_iter()
+                    .chain([
+                        crate::build::record::FILE_NAME.to_string(),
+                        crate::rules::VARS_FILE.to_string(),
+                    ])
+                    .collect(),
                 output_dir: dir,
             }
         })
@@ -125,7 +187,7 @@ pub fn plan(inputs: &BakeInputs) -> BakePlan {
         arch: extension_release::systemd_arch(inputs.arch).to_string(),
         kubernetes_version: inputs.kubernetes_version.clone(),
         sysext: sysext::file_name(&inputs.kubernetes_version, inputs.arch),
-        sysext_source: inputs.sysext_source.clone(),
+        sysext_inputs: inputs.inputs.iter().map(input_plan).collect(),
         root_files,
         platforms,
     }
@@ -151,14 +213,16 @@ pub fn parse_platforms(list: &str) -> anyhow::Result<Vec<Platform>> {
 
 pub fn render_text(plan: &BakePlan) -> String {
     let mut out = format!(
-        "Bake Flatcar {} {} ({}) with Kubernetes {}\nsysext: {} from {}\nwritten into ROOT:\n",
-        plan.channel,
-        plan.version,
-        plan.arch,
-        plan.kubernetes_version,
-        plan.sysext,
-        plan.sysext_source
+        "Bake Flatcar {} {} ({}) with Kubernetes {}\nsysext {} from:\n",
+        plan.channel, plan.version, plan.arch, plan.kubernetes_version, plan.sysext,
     );
+    for input in &plan.sysext_inputs {
+        out.push_str(&format!(
+            "  {} {}: {}\n    {}\n",
+            input.name, input.version, input.url, input.checksum
+        ));
+    }
+    out.push_str("written into ROOT:\n");
     for file in &plan.root_files {
         out.push_str(&format!("  {file}\n"));
     }
@@ -189,7 +253,15 @@ mod tests {
                 .map(|p| (p, p.published_files()[0].clone()))
                 .to_vec(),
             kubernetes_version: "v1.36.1".into(),
-            sysext_source: "/tmp/kubernetes-v1.36.1-x86-64.raw".into(),
+            inputs: bake_inputs(
+                crate::artifacts::artifact_list(
+                    &crate::artifacts::list::tests::vars(),
+                    &crate::artifacts::list::tests::pypy(),
+                )
+                .unwrap(),
+            ),
+            node_root_files: vec!["/etc/kubeadm.yml".into()],
+            cni_bin_dir: "/opt/cni/bin".into(),
             sysupdate: true,
         }
     }

@@ -24,9 +24,25 @@ pub struct BakeRecord {
     /// The image's os-release the extension was checked against.
     pub os_release: String,
     pub sysext: Artifact,
+    /// The verified upstream files the extension and the CNI plugins came from.
+    pub sysext_inputs: Vec<Input>,
+    /// The baked raw disk every output was converted from. It is not kept (the
+    /// outputs hold it); its digest shows that two bakes made the same disk.
+    pub raw_disk: Artifact,
+    /// Where kubeadm, kubelet and kubectl are on the node (the extension's /usr/bin).
+    pub kubernetes_bin_dir: String,
     pub outputs: Vec<Artifact>,
     pub started: String,
     pub finished: String,
+}
+
+/// One downloaded input, as verified against its published checksum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    pub sha512: String,
 }
 
 pub const MADE_BY: &str = "bake";

@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use xshell::Shell;
 
+use crate::artifacts::{self, PypyDefaults};
 use crate::bake::{self, plan, BakeOptions};
 use crate::build::plan::{rendered_variables, KubernetesVersion, Provider};
+use crate::packer::targets::BuildInput;
 use crate::commands::fetch_image::FetchImageArgs;
 use crate::error::Exit;
-use crate::flatcar;
+use crate::flatcar::platform::Platform;
+use crate::flatcar::{self, Release};
+use crate::node_files::{self, NodeFiles, Target};
 use crate::net::download::HttpClient;
 use crate::output::Format;
 use crate::toolchain::tools::{self, Purpose, TOOLS};
@@ -26,9 +30,9 @@ pub struct BakeArgs {
     /// Kubernetes version of the extension, e.g. 1.36.2 [default: packer/config/kubernetes.json's].
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: Option<KubernetesVersion>,
-    /// The Kubernetes system extension image to bake in (squashfs with extension-release.kubernetes).
-    #[arg(long, value_name = "FILE")]
-    pub sysext: PathBuf,
+    /// A JSON var file layered after the var files, e.g. download URLs of a mirror for air-gapped sites.
+    #[arg(long, value_name = "FILE", env = "FLATCAR_MIRROR_CONFIG")]
+    pub mirror_config: Option<PathBuf>,
     /// Also write a systemd-sysupdate transfer for patch updates within the minor version.
     #[arg(long)]
     pub sysupdate: bool,
@@ -40,17 +44,70 @@ pub struct BakeArgs {
     pub force: bool,
 }
 
+/// A bake decided: what `bake::bake_all` takes, and the plan `--dry-run` prints.
+pub struct Decided {
+    pub options: BakeOptions,
+    pub release: Release,
+    pub platforms: Vec<Platform>,
+    pub plan: plan::BakePlan,
+}
+
 pub fn run(sh: &Shell, args: &BakeArgs) -> anyhow::Result<()> {
+    let decided = decide(args)?;
+    if args.dry_run {
+        match args.fetch.format {
+            Format::Text => print!("{}", plan::render_text(&decided.plan)),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&decided.plan)?),
+        }
+        return Ok(());
+    }
+    require_tools(sh)?;
+    let output_root = &decided.options.output_root;
+    for platform in &decided.plan.platforms {
+        bake::check_output_dir(&output_root.join(&platform.output_dir), args.force)?;
+    }
+    let records = bake::bake_all(sh, &decided.options, &decided.release, &decided.platforms)?;
+    match args.fetch.format {
+        Format::Text => {
+            for platform in &decided.plan.platforms {
+                println!("{}", output_root.join(&platform.output_dir).display());
+            }
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
+    }
+    Ok(())
+}
+
+/// Resolves the release, layers the var files (with the site's) into the build's
+/// variables, renders the node's files, lists the downloads and finds each
+/// platform's image in the release: everything before the first large download.
+pub fn decide(args: &BakeArgs) -> anyhow::Result<Decided> {
     let platforms = plan::parse_platforms(&args.platform)?;
-    let kubernetes_version = match args.kubernetes_version {
-        Some(v) => format!("v{}.{}.{}", v.major, v.minor, v.patch),
-        None => rendered_variables(Provider::Qemu, None, &Default::default())?
-            .get("kubernetes_semver")
-            .cloned()
-            .context("packer/config/kubernetes.json sets no kubernetes_semver; pass --kubernetes-version")?,
-    };
     let fetch = args.fetch.fetch_options()?;
     let release = flatcar::resolve(&fetch)?;
+    let mut supplied = args
+        .kubernetes_version
+        .map(KubernetesVersion::overrides)
+        .unwrap_or_default();
+    supplied.insert(
+        BuildInput::FlatcarChannel.variable().into(),
+        release.channel.to_string(),
+    );
+    supplied.insert(
+        BuildInput::FlatcarVersion.variable().into(),
+        release.version.to_string(),
+    );
+    let build_vars = rendered_variables(Provider::Qemu, args.mirror_config.as_deref(), &supplied)?;
+    let get = |name: &str| build_vars.get(name).cloned().unwrap_or_default();
+    let kubernetes_version = get("kubernetes_semver");
+    let capi = workspace::capi_dir();
+    let pypy = artifacts::pypy(
+        &PypyDefaults::load(&capi)?,
+        &get("goarch"),
+        &get("ansible_extra_vars"),
+    )?;
+    let inputs = plan::bake_inputs(artifacts::artifact_list(&build_vars, &pypy)?);
+    let node = node_files::render(&node_files::read(&capi)?, &build_vars)?;
     let client = HttpClient::with_limits(fetch.retries, fetch.progress, fetch.limits);
     let published = bake::find_published(&client, &release, &platforms)?;
     let the_plan = plan::plan(&plan::BakeInputs {
@@ -60,45 +117,36 @@ pub fn run(sh: &Shell, args: &BakeArgs) -> anyhow::Result<()> {
         release_url: release.url.clone(),
         platforms: published,
         kubernetes_version: kubernetes_version.clone(),
-        sysext_source: args.sysext.display().to_string(),
+        inputs: inputs.clone(),
+        node_root_files: root_paths(&node),
+        cni_bin_dir: node.cni_bin_dir.clone(),
         sysupdate: args.sysupdate,
     });
-    if args.dry_run {
-        match args.fetch.format {
-            Format::Text => print!("{}", plan::render_text(&the_plan)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&the_plan)?),
-        }
-        return Ok(());
-    }
-    require_tools(sh)?;
-    let output_root = workspace::output_dir();
-    for platform in &the_plan.platforms {
-        bake::check_output_dir(&output_root.join(&platform.output_dir), args.force)?;
-    }
     let options = BakeOptions {
         fetch,
         kubernetes_version,
-        sysext: args.sysext.clone(),
+        build_vars,
+        inputs,
+        node,
         sysupdate: args.sysupdate,
-        output_root: output_root.clone(),
+        output_root: workspace::output_dir(),
         time: source_date_epoch()?,
     };
-    let records = bake::bake_all(sh, &options, &release, &platforms)?;
-    match args.fetch.format {
-        Format::Text => {
-            for record in &records {
-                let dir = plan::output_dir_name(
-                    &record.channel,
-                    &record.version,
-                    &record.kubernetes_version,
-                    record.platform.parse().map_err(anyhow::Error::msg)?,
-                );
-                println!("{}", output_root.join(dir).display());
-            }
-        }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&records)?),
-    }
-    Ok(())
+    Ok(Decided {
+        options,
+        release,
+        platforms,
+        plan: the_plan,
+    })
+}
+
+/// The paths of the node's files and unit links that go onto ROOT.
+fn root_paths(node: &NodeFiles) -> Vec<String> {
+    let files = node.files.iter().filter(|f| f.target == Target::Root);
+    files
+        .map(|f| f.path.clone())
+        .chain(node.enabled_units.iter().map(|u| u.path.clone()))
+        .collect()
 }
 
 /// The tools a bake runs, probed before anything is downloaded; exit 2 when

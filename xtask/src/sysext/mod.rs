@@ -15,10 +15,6 @@ use crate::flatcar::release::Arch;
 /// The extension's name: `/etc/extensions/kubernetes.raw` and
 /// `extension-release.kubernetes` both carry it.
 pub const NAME: &str = "kubernetes";
-/// Where the CNI plugins go inside the extension: the sysext-bakery's Kubernetes
-/// extension puts them here, so a containerd configured for the bakery's
-/// extension works with ours too.
-pub const CNI_BIN_DIR: &str = "usr/local/bin/cni";
 
 /// A file the extension carries beyond the binaries (a node file whose target is
 /// the extension), at `path` relative to `/`.
@@ -29,7 +25,9 @@ pub struct ExtensionFile {
     pub contents: Vec<u8>,
 }
 
-/// What goes into the extension, every file already verified.
+/// What goes into the extension, every file already verified. The CNI plugins
+/// are not among them: containerd's configuration names /opt/cni/bin on ROOT,
+/// where CNI installers write too, so the bake puts them there.
 #[derive(Clone, Debug)]
 pub struct SysextInputs {
     /// `v1.36.1`, as Kubernetes releases are named.
@@ -40,8 +38,6 @@ pub struct SysextInputs {
     pub kubectl: PathBuf,
     /// The crictl release archive (`crictl-<ver>-linux-<arch>.tar.gz`).
     pub crictl_archive: PathBuf,
-    /// The CNI plugins release archive (`cni-plugins-linux-<arch>-<ver>.tgz`).
-    pub cni_archive: PathBuf,
     pub files: Vec<ExtensionFile>,
     /// Every timestamp in the extension (SOURCE_DATE_EPOCH).
     pub source_date_epoch: u64,
@@ -104,13 +100,6 @@ fn stage_tree(sh: &Shell, inputs: &SysextInputs, root: &Path) -> anyhow::Result<
         .quiet()
         .run()
         .with_context(|| format!("unpacking crictl from {}", crictl_archive.display()))?;
-    let cni = root.join(CNI_BIN_DIR);
-    std::fs::create_dir_all(&cni).with_context(|| format!("creating {}", cni.display()))?;
-    let cni_archive = &inputs.cni_archive;
-    cmd!(sh, "tar -xzf {cni_archive} -C {cni}")
-        .quiet()
-        .run()
-        .with_context(|| format!("unpacking the CNI plugins from {}", cni_archive.display()))?;
     for file in &inputs.files {
         write_extension_file(root, file)?;
     }
