@@ -252,7 +252,7 @@ mod tests {
             platforms: [Platform::Qemu, Platform::Metal, Platform::Vmware]
                 .map(|p| (p, p.published_files()[0].clone()))
                 .to_vec(),
-            kubernetes_version: "v1.36.1".into(),
+            kubernetes_version: "v1.36.2".into(),
             inputs: bake_inputs(
                 crate::artifacts::artifact_list(
                     &crate::artifacts::list::tests::vars(),
@@ -269,21 +269,33 @@ mod tests {
     #[test]
     fn the_plan_names_every_url_file_and_output() {
         expect![[r#"
-            Bake Flatcar stable 4081.2.0 (x86-64) with Kubernetes v1.36.1
-            sysext: kubernetes-v1.36.1-x86-64.raw from /tmp/kubernetes-v1.36.1-x86-64.raw
+            Bake Flatcar stable 4081.2.0 (x86-64) with Kubernetes v1.36.2
+            sysext kubernetes-v1.36.2-x86-64.raw from:
+              kubeadm v1.36.2: https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubeadm
+                sha256 from https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubeadm.sha256
+              kubelet v1.36.2: https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubelet
+                sha256 from https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubelet.sha256
+              kubectl v1.36.2: https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubectl
+                sha256 from https://dl.k8s.io/release/v1.36.2/bin/linux/amd64/kubectl.sha256
+              cni v1.9.1: https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz
+                sha256 from https://github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz.sha256
+              crictl v1.36.0: https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz
+                sha256 from https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.36.0/crictl-v1.36.0-linux-amd64.tar.gz.sha256
             written into ROOT:
-              /opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw
+              /opt/extensions/kubernetes/kubernetes-v1.36.2-x86-64.raw
               /etc/extensions/kubernetes.raw
+              /opt/cni/bin/ (the CNI plugins)
+              /etc/kubeadm.yml
               /etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf
             qemu:
               from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_qemu_image.img
-              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-qemu/: flatcar-stable-4081.2.0-kube-v1.36.1-qemu.raw, build.json
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.2-qemu/: flatcar-stable-4081.2.0-kube-v1.36.2-qemu.qcow2, flatcar-stable-4081.2.0-kube-v1.36.2-qemu.box, build.json, node-rules-vars.json
             metal:
               from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_image.bin
-              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-metal/: flatcar-stable-4081.2.0-kube-v1.36.1-metal.raw, build.json
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.2-metal/: flatcar-stable-4081.2.0-kube-v1.36.2-metal.raw.gz, flatcar-stable-4081.2.0-kube-v1.36.2-metal.raw.gz.sha256sum, build.json, node-rules-vars.json
             vmware:
               from   https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/flatcar_production_vmware_ova.ova
-              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.1-vmware/: flatcar-stable-4081.2.0-kube-v1.36.1-vmware.raw, build.json
+              output images/capi/output/flatcar-stable-4081.2.0-kube-v1.36.2-vmware/: flatcar-stable-4081.2.0-kube-v1.36.2-vmware.ova, build.json, node-rules-vars.json
         "#]]
         .assert_eq(&render_text(&plan(&inputs())));
     }

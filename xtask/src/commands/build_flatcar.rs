@@ -143,7 +143,7 @@ pub fn plan(sh: &Shell, args: &BuildArgs) -> anyhow::Result<Planned> {
     let options = args.fetch.fetch_options()?;
     let release = flatcar::resolve(&options)?;
     let accelerator = match args.provider {
-        Provider::Qemu => Some(pick_accelerator(args.accelerator)?),
+        Provider::Qemu => Some(accelerator::pick(args.accelerator)?),
         Provider::Ami => None,
     };
     let inputs = PlanInputs {
@@ -367,25 +367,6 @@ fn validate_definitions(sh: &Shell, target: &BuildTarget) -> anyhow::Result<()> 
             None => Err(err.context(ADVICE)),
         },
     }
-}
-
-/// The accelerator asked for, or the one a probe finds; the probe's disk lives in
-/// a temporary directory, so nothing is left behind (a dry run writes nothing).
-fn pick_accelerator(requested: Option<Accelerator>) -> anyhow::Result<Accelerator> {
-    let probe = match requested {
-        Some(_) => accelerator::KvmProbe::NoDevice,
-        None => {
-            let qemu = tools::find_program("qemu-system-x86_64")
-                .context("qemu-system-x86_64 is not on PATH")?;
-            let dir = tempfile::tempdir().context("making a directory for the KVM probe")?;
-            accelerator::probe_kvm(&qemu, dir.path())?
-        }
-    };
-    let (accelerator, warning) = accelerator::choose(requested, probe, cfg!(target_os = "macos"));
-    if let Some(warning) = warning {
-        eprintln!("warning: {warning}");
-    }
-    Ok(accelerator)
 }
 
 #[cfg(test)]

@@ -12,11 +12,12 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::bake::record::BakeRecord;
 use crate::build::record::BuildRecord;
 use crate::flatcar::release::{Channel, Version};
 use crate::fsx::{write_atomically, write_atomically_with_mode};
 use crate::toolchain::tools::{self, Purpose, TOOLS};
-use crate::vm::accelerator::Accelerator;
+use crate::vm::accelerator::{self, Accelerator};
 use crate::vm::vagrant::{self, VagrantfileSpec};
 use crate::{build::ignition, build::key, error::Exit, rules, table, vm::streaming, workspace};
 
@@ -54,25 +55,26 @@ pub struct VerifyOptions {
     pub destroy: bool,
 }
 
-/// What needs a cluster, in order; each runs inside the VM through `vagrant ssh -c`.
-/// Everything about the node itself is a node rule.
+/// What needs a cluster, in order; each runs inside the VM through `vagrant ssh -c`,
+/// `{bin}` replaced by where the image keeps kubeadm and kubectl. Everything about
+/// the node itself is a node rule.
 const CLUSTER_STEPS: &[(&str, &str)] = &[
     ("stop locksmithd", "sudo systemctl stop locksmithd.service || true"),
     ("restart containerd", "sudo systemctl restart containerd"),
     (
         "kubeadm init",
-        "sudo /opt/bin/kubeadm init --config /etc/kubeadm.yml --ignore-preflight-errors=NumCPU,Mem",
+        "sudo {bin}/kubeadm init --config /etc/kubeadm.yml --ignore-preflight-errors=NumCPU,Mem",
     ),
     (
         "copy the admin kubeconfig for core",
         "mkdir -p $HOME/.kube && sudo cp /etc/kubernetes/admin.conf $HOME/.kube/config && sudo chown $(id -u):$(id -g) $HOME/.kube/config",
     ),
-    ("kubectl cluster-info", "/opt/bin/kubectl cluster-info"),
+    ("kubectl cluster-info", "{bin}/kubectl cluster-info"),
     (
         "the node becomes Ready",
         // A single test node needs some pod network to become Ready: a bridge
         // conflist from the image's own CNI plugins, for this VM only.
-        "sudo mkdir -p /etc/cni/net.d && printf '%s' '{\"cniVersion\":\"1.0.0\",\"name\":\"verify\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"cni0\",\"isGateway\":true,\"ipMasq\":true,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"10.244.0.0/16\"}]]}},{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}}]}' | sudo tee /etc/cni/net.d/10-verify.conflist >/dev/null && /opt/bin/kubectl wait --for=condition=Ready node --all --timeout=300s",
+        "sudo mkdir -p /etc/cni/net.d && printf '%s' '{\"cniVersion\":\"1.0.0\",\"name\":\"verify\",\"plugins\":[{\"type\":\"bridge\",\"bridge\":\"cni0\",\"isGateway\":true,\"ipMasq\":true,\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"10.244.0.0/16\"}]]}},{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true}}]}' | sudo tee /etc/cni/net.d/10-verify.conflist >/dev/null && {bin}/kubectl wait --for=condition=Ready node --all --timeout=300s",
     ),
 ];
 
@@ -91,10 +93,15 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         Some(dir) => dir.clone(),
         None => newest_output_dir()?,
     };
-    let record = BuildRecord::read(&output_dir)?;
-    let (channel, version) = release_of(&record, &output_dir)?;
+    let made = made(&output_dir)?;
+    let (channel, version) = (made.channel, made.version);
     let box_file = find_box(&output_dir)?;
-    let accelerator = args.accelerator.unwrap_or(record.accelerator);
+    let accelerator = match (args.accelerator, made.accelerator) {
+        (Some(requested), _) => requested,
+        (None, Some(recorded)) => recorded,
+        // A bake ran no VM, so none was recorded: probe as build-flatcar does.
+        (None, None) => accelerator::pick(None)?,
+    };
 
     probe_tools(sh)?;
     check_libvirtd(sh)?;
@@ -108,7 +115,7 @@ pub fn verify(sh: &Shell, args: &VerifyArgs) -> anyhow::Result<Option<String>> {
         dir: work.clone(),
     };
 
-    let (rows, failed) = run_steps(&vagrant, &box_name, &box_file, &output_dir, &work, &args.vm)?;
+    let (rows, failed) = run_steps(&vagrant, &made, &box_file, &output_dir, &work, &args.vm)?;
     eprint!("{}", table::render(&["step", "result", "time"], &rows));
 
     if let Some((name, output)) = failed {
@@ -193,7 +200,7 @@ type FailedStep = (&'static str, String);
 /// at the first failure; returns the table's rows and the failed step with its output.
 fn run_steps(
     vagrant: &Vagrant,
-    box_name: &str,
+    made: &Made,
     box_file: &Path,
     output_dir: &Path,
     work: &Path,
@@ -209,6 +216,7 @@ fn run_steps(
         ]);
     };
 
+    let box_name = &vagrant::box_name(made.channel.name(), &made.version.to_string());
     let started = Instant::now();
     let box_file_arg = box_file.display().to_string();
     let added = vagrant.run(
@@ -233,7 +241,7 @@ fn run_steps(
     record_step("vagrant up", "pass", started);
 
     let started = Instant::now();
-    let rules_run = run_rules(vagrant, output_dir, work, vm.goss.as_deref())?;
+    let rules_run = run_rules(vagrant, made.made_by, output_dir, work, vm.goss.as_deref())?;
     let mut failed = None;
     if rules_run.success && !streaming::interrupted() {
         record_step("node rules", &rules_run.result, started);
@@ -250,7 +258,8 @@ fn run_steps(
             record_step(name, "not run (--no-cluster)", started);
             continue;
         }
-        let finished = vagrant.run(&["ssh", "-c", script], None)?;
+        let script = script.replace("{bin}", &made.bin_dir);
+        let finished = vagrant.run(&["ssh", "-c", &script], None)?;
         if finished.success && !streaming::interrupted() {
             record_step(name, "pass", started);
         } else {
@@ -283,28 +292,55 @@ impl Vagrant {
     }
 }
 
-/// The release a build.json names, parsed as the command line parses it: anyone who
-/// can write an output directory writes build.json, and these values go into the
-/// Vagrantfile (Ruby) and the printed shell line.
-fn release_of(record: &BuildRecord, output_dir: &Path) -> anyhow::Result<(Channel, Version)> {
+/// What verify takes from an output directory's build.json, written by
+/// build-flatcar or by bake.
+#[derive(Debug, PartialEq, Eq)]
+struct Made {
+    made_by: rules::MadeBy,
+    channel: Channel,
+    version: Version,
+    /// The accelerator the build's VM ran with (a bake runs none).
+    accelerator: Option<Accelerator>,
+    /// Where kubeadm and kubectl are on the node.
+    bin_dir: String,
+}
+
+/// build-flatcar installs the Kubernetes binaries here (the Ansible path's bin_dir).
+const BUILD_BIN_DIR: &str = "/opt/bin";
+
+/// Reads build.json, telling a bake's record (`made_by: bake`) from a build's.
+/// The release is parsed as the command line parses it: anyone who can write an
+/// output directory writes build.json, and these values go into the Vagrantfile
+/// (Ruby) and the printed shell line.
+fn made(output_dir: &Path) -> anyhow::Result<Made> {
     let path = output_dir.join(crate::build::record::FILE_NAME);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let by_bake = serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v["made_by"] == crate::bake::record::MADE_BY);
+    let (made_by, channel, version, accelerator, bin_dir) = if by_bake {
+        let record = BakeRecord::read(output_dir)?;
+        let bin_dir = record.kubernetes_bin_dir;
+        (rules::MadeBy::Bake, record.channel, record.version, None, bin_dir)
+    } else {
+        let record = BuildRecord::read(output_dir)?;
+        let (channel, version) = (record.recipe.channel, record.recipe.version);
+        let accelerator = Some(record.accelerator);
+        (rules::MadeBy::Build, channel, version, accelerator, BUILD_BIN_DIR.to_owned())
+    };
     let field = |name: &str, err: String| {
         anyhow::anyhow!(
-            "{}: field `{name}`: {err}; this is not a build.json that `cargo xtask build-flatcar` wrote",
+            "{}: field `{name}`: {err}; this is not a build.json that `cargo xtask build-flatcar` or `bake` wrote",
             path.display()
         )
     };
-    let channel = record
-        .recipe
-        .channel
-        .parse()
-        .map_err(|e| field("channel", e))?;
-    let version = record
-        .recipe
-        .version
-        .parse()
-        .map_err(|e| field("version", e))?;
-    Ok((channel, version))
+    Ok(Made {
+        made_by,
+        channel: channel.parse().map_err(|e| field("channel", e))?,
+        version: version.parse().map_err(|e| field("version", e))?,
+        accelerator,
+        bin_dir,
+    })
 }
 
 /// libvirtd must answer on the system connection vagrant-libvirt uses.
@@ -381,6 +417,7 @@ struct RulesRun {
 /// rules files uploaded with goss. Each rule's line is shown as `verify: [PASS] ...`.
 fn run_rules(
     vagrant: &Vagrant,
+    made_by: rules::MadeBy,
     output_dir: &Path,
     work: &Path,
     goss: Option<&Path>,
@@ -399,8 +436,7 @@ fn run_rules(
         &dir,
         &workspace::capi_dir(),
         rules::Stage::Booted,
-        // The boxes verify-vagrant boots are build-flatcar's.
-        rules::MadeBy::Build,
+        made_by,
         &vars,
         goss,
     )?;
@@ -447,4 +483,69 @@ fn run_rules(
         result,
         output: finished.output,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::record::Artifact;
+
+    fn artifact(file: &str) -> Artifact {
+        Artifact {
+            file: file.into(),
+            sha512: "ab".repeat(64),
+        }
+    }
+
+    /// A bake's output directory: its record says bake, so the rules are the
+    /// bake's and the cluster steps call the extension's /usr/bin binaries.
+    #[test]
+    fn a_bakes_record_selects_the_bake_rules_and_its_bin_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = BakeRecord {
+            made_by: crate::bake::record::MADE_BY.into(),
+            channel: "stable".into(),
+            version: "4081.2.0".into(),
+            arch: "amd64".into(),
+            platform: "qemu".into(),
+            kubernetes_version: "v1.36.2".into(),
+            base_image: artifact("flatcar_production_qemu_image.img"),
+            base_image_url: "http://127.0.0.1:1/x".into(),
+            base_image_signed_by: None,
+            os_release: "ID=flatcar\n".into(),
+            sysext: artifact("kubernetes-v1.36.2-x86-64.raw"),
+            sysext_inputs: Vec::new(),
+            raw_disk: artifact("x.raw"),
+            kubernetes_bin_dir: "/usr/bin".into(),
+            outputs: vec![artifact("x.box")],
+            started: "2026-01-01 00:00:00 UTC".into(),
+            finished: "2026-01-01 00:00:01 UTC".into(),
+        };
+        std::fs::write(
+            dir.path().join(crate::build::record::FILE_NAME),
+            record.to_json(),
+        )
+        .unwrap();
+        let made = made(dir.path()).unwrap();
+        assert_eq!(made.made_by, rules::MadeBy::Bake);
+        assert_eq!(made.bin_dir, "/usr/bin");
+        assert_eq!(made.accelerator, None);
+        assert_eq!(made.channel, Channel::Stable);
+        assert_eq!(made.version.to_string(), "4081.2.0");
+        let steps: Vec<String> = CLUSTER_STEPS
+            .iter()
+            .map(|(_, s)| s.replace("{bin}", &made.bin_dir))
+            .collect();
+        assert!(steps[2].starts_with("sudo /usr/bin/kubeadm init "), "{}", steps[2]);
+        assert!(steps.iter().all(|s| !s.contains("/opt/bin") && !s.contains("{bin}")));
+
+        // A record that is neither a bake's nor a build's is refused, naming the file.
+        std::fs::write(
+            dir.path().join(crate::build::record::FILE_NAME),
+            r#"{"made_by": "bake", "channel": "stable"}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", super::made(dir.path()).unwrap_err());
+        assert!(err.contains("build.json"), "{err}");
+    }
 }

@@ -407,15 +407,14 @@ pub const TOOLS: &[Tool] = &[
         },
     },
     // Writing the image formats of `disk_formats` (archives with fixed owners, modes
-    // and times need GNU tar's --sort and --mtime), and loading a containerDisk the
-    // way a node would (skopeo). No purpose yet: the tests need them, and the
-    // command that writes the formats names its purpose here.
+    // and times need GNU tar's --sort and --mtime; gzip for metal's raw.gz), and
+    // unpacking crictl and the CNI plugins: the bake's.
     Tool {
         program: "tar",
         version_args: Some(&["--version"]),
         minimum: v(1, 28, 0),
         optional: false,
-        purposes: &[],
+        purposes: &[Bake],
         packages: Packages {
             apt: Some("tar"),
             dnf: Some("tar"),
@@ -429,7 +428,7 @@ pub const TOOLS: &[Tool] = &[
         version_args: Some(&["--version"]),
         minimum: None,
         optional: false,
-        purposes: &[],
+        purposes: &[Bake],
         packages: Packages {
             apt: Some("gzip"),
             dnf: Some("gzip"),

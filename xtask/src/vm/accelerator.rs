@@ -110,6 +110,26 @@ pub fn choose(
     (Accelerator::Tcg, Some(warning))
 }
 
+/// The accelerator asked for, or the one a probe finds (warning on stderr when
+/// it falls back to TCG); the probe's disk lives in a temporary directory, so
+/// nothing is left behind.
+pub fn pick(requested: Option<Accelerator>) -> anyhow::Result<Accelerator> {
+    let probe = match requested {
+        Some(_) => KvmProbe::NoDevice,
+        None => {
+            let qemu = crate::toolchain::tools::find_program("qemu-system-x86_64")
+                .context("qemu-system-x86_64 is not on PATH")?;
+            let dir = tempfile::tempdir().context("making a directory for the KVM probe")?;
+            probe_kvm(&qemu, dir.path())?
+        }
+    };
+    let (accelerator, warning) = choose(requested, probe, cfg!(target_os = "macos"));
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
+    Ok(accelerator)
+}
+
 /// Boots the probe guest under KVM with `qemu` and reports what happened.
 /// `work_dir` receives the 512-byte probe disk.
 pub fn probe_kvm(qemu: &Path, work_dir: &Path) -> anyhow::Result<KvmProbe> {
