@@ -71,7 +71,6 @@ fn sysext_inputs(dir: &Path) -> SysextInputs {
         kubelet: file("kubelet", "#!/bin/sh\necho kubelet\n"),
         kubectl: file("kubectl", "#!/bin/sh\necho kubectl\n"),
         crictl_archive: dir.join("crictl.tar.gz"),
-        cni_archive: dir.join("cni.tgz"),
         files: vec![ExtensionFile {
             path: "usr/lib/systemd/system/kubelet.service".into(),
             mode: 0o644,
@@ -105,7 +104,6 @@ fn the_sysext_has_the_conventional_layout_and_the_same_bytes_every_time() {
         "/usr/bin/kubelet",
         "/usr/bin/kubectl",
         "/usr/bin/crictl",
-        "/usr/local/bin/cni/bridge",
         "/usr/lib/systemd/system/kubelet.service",
         "/usr/lib/extension-release.d/extension-release.kubernetes",
     ] {
@@ -114,6 +112,10 @@ fn the_sysext_has_the_conventional_layout_and_the_same_bytes_every_time() {
             "{expected} missing from\n{listing}"
         );
     }
+    assert!(
+        !listing.contains("cni"),
+        "the CNI plugins go onto ROOT, not into the extension:\n{listing}"
+    );
     assert!(
         !listing.contains(" 1000/"),
         "every file is root's:\n{listing}"
@@ -345,15 +347,83 @@ fn os_release_is_read_from_a_btrfs_usr_partition_without_mounting() {
     );
 }
 
-/// A signed release on a loopback server with a qemu (qcow2) and a metal (raw)
-/// image, both small GPT disks with an ext4 ROOT; the key, a cache and a copy of
-/// the repository to bake into.
+/// The platforms whose images the test release publishes, with their names.
+const PUBLISHED: &[(&str, &str)] = &[
+    ("qemu", "flatcar_production_qemu_image.img"),
+    ("openstack", "flatcar_production_openstack_image.img"),
+    ("proxmoxve", "flatcar_production_proxmoxve_image.img"),
+    ("kubevirt", "flatcar_production_kubevirt_image.qcow2"),
+    ("metal", "flatcar_production_image.bin"),
+    ("vmware", "flatcar_production_vmware_ova.ova"),
+    ("azure", "flatcar_production_azure_image.vhd"),
+];
+
+/// A signed release on a loopback server with every platform's image made from
+/// one small GPT disk with an ext4 ROOT (qcow2, raw, an OVA, a fixed VHD, made
+/// with disk_formats as Flatcar ships them), stand-ins for the Kubernetes
+/// binaries, crictl and the CNI plugins with their checksum files, a mirror
+/// config that points the build's downloads there, the key, a cache and a copy
+/// of the repository to bake into.
 struct Bed {
     dir: tempfile::TempDir,
     repo: tempfile::TempDir,
     server: support::FileServer,
     key: PathBuf,
-    sysext: PathBuf,
+    mirror_config: PathBuf,
+}
+
+/// The small disk with `os_release` as its /usr/lib/os-release.
+fn release_disk(sh: &Shell, dir: &Path, os_release: &str) -> PathBuf {
+    let disk = small_flatcar_disk(dir, None);
+    let os_release_file = dir.join("os-release");
+    std::fs::write(&os_release_file, os_release).unwrap();
+    let root = DiskImage::open(&disk).unwrap().root().unwrap();
+    let edit = Edit {
+        path: "/usr/lib/os-release".into(),
+        entry: Entry::File(os_release_file),
+        meta: Meta::root(0o644, 0),
+    };
+    root.apply(sh, &[edit], 0).unwrap();
+    disk
+}
+
+/// Each platform's release file made from `disk`.
+fn platform_images(sh: &Shell, disk: &Path, dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    use xtask::disk_formats::{ova, qcow2, vhd};
+    let qcow2 = qcow2::write(sh, disk, dir, "disk").unwrap();
+    let ova = ova::write(sh, disk, dir, "disk", 0).unwrap();
+    let vhd = vhd::write(sh, disk, dir, "disk", 0).unwrap();
+    PUBLISHED
+        .iter()
+        .map(|(platform, name)| {
+            let source = match *platform {
+                "metal" => disk.to_path_buf(),
+                "vmware" => ova.clone(),
+                "azure" => vhd.clone(),
+                _ => qcow2.clone(),
+            };
+            (*name, source)
+        })
+        .collect()
+}
+
+/// The stand-in downloads under `tree/dl/`, each with a `.sha256`.
+fn write_downloads(sh: &Shell, tree: &Path, scratch: &Path) {
+    let inputs = sysext_inputs(scratch);
+    let bin = tree.join("dl/v1.36.1/bin/linux/amd64");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, source) in [
+        ("v1.36.1/bin/linux/amd64/kubeadm", &inputs.kubeadm),
+        ("v1.36.1/bin/linux/amd64/kubelet", &inputs.kubelet),
+        ("v1.36.1/bin/linux/amd64/kubectl", &inputs.kubectl),
+        ("crictl.tar.gz", &inputs.crictl_archive),
+        ("cni.tgz", &scratch.join("cni.tgz")),
+    ] {
+        let target = tree.join("dl").join(name);
+        std::fs::copy(source, &target).unwrap();
+        let digest = xtask::testbed::release_tree::file_digest(sh, "sha256", &target).unwrap();
+        std::fs::write(format!("{}.sha256", target.display()), digest + "\n").unwrap();
+    }
 }
 
 impl Bed {
@@ -361,55 +431,33 @@ impl Bed {
         use xtask::testbed::release_tree::{self, Image, Release};
         let sh = Shell::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let disk = small_flatcar_disk(dir.path(), None);
-        let os_release_file = dir.path().join("os-release");
-        std::fs::write(&os_release_file, os_release).unwrap();
-        let root = DiskImage::open(&disk).unwrap().root().unwrap();
-        root.apply(
-            &sh,
-            &[Edit {
-                path: "/usr/lib/os-release".into(),
-                entry: Entry::File(os_release_file),
-                meta: Meta::root(0o644, 0),
-            }],
-            0,
-        )
-        .unwrap();
-        let qcow2 = dir.path().join("disk.qcow2");
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "qcow2",
-                disk.to_str().unwrap(),
-                qcow2.to_str().unwrap(),
-            ],
-        );
+        let disk = release_disk(&sh, dir.path(), os_release);
+        let images = platform_images(&sh, &disk, dir.path());
         let signer = xtask::testbed::signer::Signer::new("Bake Test <bake@test.invalid>").unwrap();
         let key = dir.path().join("key.asc");
         signer.write_public_key(&key, true).unwrap();
         let tree = dir.path().join("tree");
         let release = Release {
-            images: vec![
-                Image::published(
-                    "flatcar_production_qemu_image.img",
-                    &qcow2,
-                    signer.signing(),
-                ),
-                Image::published("flatcar_production_image.bin", &disk, signer.signing()),
-            ],
+            images: images
+                .iter()
+                .map(|(name, source)| Image::published(name, source, signer.signing()))
+                .collect(),
             current: true,
             ..Release::new("stable", "amd64", "4081.2.0")
         };
         release_tree::write(&tree, &release).unwrap();
-        let sysext_dir = dir.path().join("sysext");
-        std::fs::create_dir_all(&sysext_dir).unwrap();
-        let sysext = sysext::build(&sh, &sysext_inputs(&sysext_dir), &sysext_dir)
-            .unwrap()
-            .path;
+        let scratch = dir.path().join("downloads");
+        std::fs::create_dir_all(&scratch).unwrap();
+        write_downloads(&sh, &tree, &scratch);
+        let server = support::FileServer::start(&tree);
+        let base = format!("http://127.0.0.1:{}/dl", server.port);
+        let mirror_config = dir.path().join("mirror.json");
+        let config = serde_json::json!({
+            "kubernetes_http_source": base,
+            "crictl_url": format!("{base}/crictl.tar.gz"),
+            "cni_url": format!("{base}/cni.tgz"),
+        });
+        std::fs::write(&mirror_config, config.to_string()).unwrap();
         let repo = support::copy_of_repository();
         std::fs::create_dir_all(repo.path().join("xtask")).unwrap();
         std::fs::copy(
@@ -418,18 +466,20 @@ impl Bed {
         )
         .unwrap();
         Bed {
-            server: support::FileServer::start(&tree),
+            server,
             repo,
             key,
-            sysext,
+            mirror_config,
             dir,
         }
     }
 
-    fn bake(&self, args: &[&str]) -> std::process::Output {
+    fn command(&self, args: &[&str]) -> Command {
         // The binary finds the repository it works on through CARGO_MANIFEST_DIR.
-        support::xtask()
+        let mut command = support::xtask();
+        command
             .env("CARGO_MANIFEST_DIR", self.repo.path().join("xtask"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
             .arg("bake")
             .args(args)
             .args([
@@ -445,58 +495,99 @@ impl Bed {
             .arg(&self.key)
             .arg("--cache-dir")
             .arg(self.dir.path().join("cache"))
-            .arg("--sysext")
-            .arg(&self.sysext)
-            .output()
-            .unwrap()
+            .arg("--mirror-config")
+            .arg(&self.mirror_config);
+        command
+    }
+
+    fn bake(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().unwrap()
     }
 
     fn output_root(&self) -> PathBuf {
         self.repo.path().join("images/capi/output")
     }
+
+    fn record(&self, platform: &str) -> serde_json::Value {
+        let dir = self.output_root().join(output_name(platform));
+        serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap()).unwrap()
+    }
+
+    /// Every entry of the output root (hidden ones included).
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.output_root())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+fn output_name(platform: &str) -> String {
+    format!("flatcar-stable-4081.2.0-kube-v1.36.1-{platform}")
 }
 
 const FLATCAR_OS_RELEASE: &str = "ID=flatcar\nVERSION_ID=4081.2.0\nSYSEXT_LEVEL=1.0\n";
+const SYSEXT_ON_ROOT: &str = "/opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw";
 
 #[test]
 fn the_dry_run_lists_every_url_and_an_absent_platform_is_named_before_any_download() {
     let bed = Bed::new(FLATCAR_OS_RELEASE);
+    let all: Vec<&str> = PUBLISHED.iter().map(|(p, _)| *p).collect();
     let out = bed.bake(&[
         "stable",
         "--platform",
-        "qemu,metal",
+        &all.join(","),
         "--sysupdate",
         "--dry-run",
     ]);
     let text = support::both(&out);
     assert!(out.status.success(), "{text}");
-    let base = format!(
-        "http://127.0.0.1:{}/stable/amd64-usr/4081.2.0/",
-        bed.server.port
-    );
-    assert!(
-        text.contains(&format!("from   {base}flatcar_production_qemu_image.img\n")),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("from   {base}flatcar_production_image.bin\n")),
-        "{text}"
-    );
-    assert!(
-        text.contains("/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf"),
-        "{text}"
-    );
+    let port = bed.server.port;
+    let base = format!("http://127.0.0.1:{port}/stable/amd64-usr/4081.2.0/");
+    for (_, file) in PUBLISHED {
+        assert!(
+            text.contains(&format!("from   {base}{file}\n")),
+            "{file}: {text}"
+        );
+    }
+    for download in [
+        "v1.36.1/bin/linux/amd64/kubeadm",
+        "v1.36.1/bin/linux/amd64/kubelet",
+        "v1.36.1/bin/linux/amd64/kubectl",
+        "crictl.tar.gz",
+        "cni.tgz",
+    ] {
+        let url = format!("http://127.0.0.1:{port}/dl/{download}");
+        assert!(text.contains(&format!(": {url}\n")), "{url}: {text}");
+        assert!(
+            text.contains(&format!("sha256 from {url}.sha256\n")),
+            "{url}: {text}"
+        );
+    }
+    for root_file in [
+        SYSEXT_ON_ROOT,
+        "/etc/extensions/kubernetes.raw",
+        "/opt/cni/bin/",
+        "/etc/kubeadm.yml",
+        "/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf",
+    ] {
+        assert!(text.contains(root_file), "{root_file}: {text}");
+    }
+    assert!(text.contains("-vmware.ova"), "{text}");
 
-    let out = bed.bake(&["stable", "--platform", "qemu,azure,vmware"]);
+    let out = bed.bake(&["stable", "--platform", "qemu,hetzner"]);
     let text = support::both(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("lacks the image of 2 platform(s)"), "{text}");
+    assert!(text.contains("lacks the image of 1 platform(s)"), "{text}");
     assert!(
-        text.contains("azure: ") && text.contains("flatcar_production_azure_image.vhd"),
+        text.contains("hetzner: ") && text.contains("flatcar_production_hetzner_image.bin"),
         "{text}"
     );
-    assert!(text.contains("vmware: "), "{text}");
-    let images: Vec<String> = bed
+    let fetched: Vec<String> = bed
         .server
         .requests()
         .into_iter()
@@ -504,7 +595,7 @@ fn the_dry_run_lists_every_url_and_an_absent_platform_is_named_before_any_downlo
         .filter(|p| !p.ends_with("version.txt") && !p.ends_with(".DIGESTS"))
         .collect();
     assert_eq!(
-        images,
+        fetched,
         Vec::<String>::new(),
         "nothing but release metadata was downloaded"
     );
@@ -516,77 +607,166 @@ fn the_dry_run_lists_every_url_and_an_absent_platform_is_named_before_any_downlo
         text.contains("the known platforms are: qemu, openstack"),
         "{text}"
     );
-    assert!(
-        !bed.output_root().exists(),
-        "no output directory after failed runs"
+    assert_eq!(
+        bed.entries(),
+        Vec::<String>::new(),
+        "nothing after failed runs"
     );
 }
 
+/// ROOT of the disk inside a platform's qcow2, converted back to raw in `dir`.
+fn root_of_qcow2(qcow2: &Path, dir: &Path) -> xtask::disk_image::ext4::Ext4 {
+    let raw = dir.join("back.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            qcow2.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    DiskImage::open(&raw).unwrap().root().unwrap()
+}
+
+/// What a bake wrote into ROOT: the extension with the kubelet inside, its link,
+/// the CNI plugins, the node's /etc files and unit links, the sysupdate transfer.
+fn assert_root_is_baked(sh: &Shell, root: &xtask::disk_image::ext4::Ext4, sysext_sha512: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let sysext = scratch.path().join("kubernetes.raw");
+    std::fs::write(&sysext, root.read_file(sh, SYSEXT_ON_ROOT).unwrap()).unwrap();
+    assert_eq!(sha512(&sysext), sysext_sha512, "the recorded extension");
+    let listing = stdout("unsquashfs", &["-lln", sysext.to_str().unwrap()]);
+    for inside in ["/usr/bin/kubelet", "/usr/bin/kubeadm", "/usr/bin/crictl"] {
+        assert!(listing.contains(inside), "{inside}:\n{listing}");
+    }
+    let link = root.stat(sh, "/etc/extensions/kubernetes.raw").unwrap();
+    assert!(link.contains("Type: symlink"), "{link}");
+    assert!(link.contains(SYSEXT_ON_ROOT), "{link}");
+    let bridge = root.stat(sh, "/opt/cni/bin/bridge").unwrap();
+    assert!(bridge.contains("Type: regular"), "{bridge}");
+    assert!(!root.read_file(sh, "/etc/kubeadm.yml").unwrap().is_empty());
+    let unit = root
+        .stat(
+            sh,
+            "/etc/systemd/system/multi-user.target.wants/kubelet.service",
+        )
+        .unwrap();
+    assert!(
+        unit.contains("Type: symlink") && unit.contains("kubelet.service"),
+        "{unit}"
+    );
+    let conf = root
+        .read_file(sh, "/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf")
+        .unwrap();
+    assert!(String::from_utf8(conf)
+        .unwrap()
+        .contains("MatchPattern=kubernetes-v1.36.@v-%a.raw"));
+}
+
+/// Each output passes its format's check, as its consumer reads it.
+fn assert_outputs_check(sh: &Shell, bed: &Bed, platform: &str) {
+    use xtask::disk_formats::{container_disk, metal, ova, qcow2, vagrant_box, vhd};
+    let name = output_name(platform);
+    let dir = bed.output_root().join(&name);
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let disk_size = 64 << 20;
+    match platform {
+        "qemu" => {
+            qcow2::check(sh, &file("qcow2"), disk_size).unwrap();
+            vagrant_box::check(&file("box")).unwrap();
+        }
+        "openstack" | "proxmoxve" => qcow2::check(sh, &file("qcow2"), disk_size).unwrap(),
+        "kubevirt" => container_disk::check(&file("oci.tar")).unwrap(),
+        "metal" => metal::check(sh, &file("raw.gz")).unwrap(),
+        "vmware" => assert_eq!(ova::check(&file("ova")).unwrap(), disk_size),
+        "azure" => assert_eq!(vhd::check(&file("vhd")).unwrap(), disk_size),
+        other => panic!("no check for {other}"),
+    }
+    assert!(dir.join("node-rules-vars.json").is_file());
+}
+
 #[test]
-fn a_bake_writes_the_sysext_into_root_of_each_platform_and_records_it() {
+fn a_bake_makes_every_platforms_output_from_verified_inputs_and_again_the_same_bytes() {
     let bed = Bed::new(FLATCAR_OS_RELEASE);
-    let out = bed.bake(&["stable", "--platform", "qemu,metal", "--sysupdate"]);
+    let all: Vec<&str> = PUBLISHED.iter().map(|(p, _)| *p).collect();
+    let out = bed.bake(&["stable", "--platform", &all.join(","), "--sysupdate"]);
     assert!(out.status.success(), "{}", support::both(&out));
     let sh = Shell::new().unwrap();
-    let sysext_bytes = std::fs::read(&bed.sysext).unwrap();
-    for platform in ["qemu", "metal"] {
-        let name = format!("flatcar-stable-4081.2.0-kube-v1.36.1-{platform}");
-        let dir = bed.output_root().join(&name);
-        let raw = dir.join(format!("{name}.raw"));
-        let root = DiskImage::open(&raw).unwrap().root().unwrap();
-        assert_eq!(
-            root.read_file(
-                &sh,
-                "/opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw"
-            )
-            .unwrap(),
-            sysext_bytes,
-            "{platform}: the sysext reads back from ROOT"
-        );
-        let link = root.stat(&sh, "/etc/extensions/kubernetes.raw").unwrap();
-        assert!(
-            link.contains("/opt/extensions/kubernetes/kubernetes-v1.36.1-x86-64.raw"),
-            "{link}"
-        );
-        let conf = root
-            .read_file(&sh, "/etc/sysupdate.kubernetes.d/kubernetes-v1.36.conf")
-            .unwrap();
-        assert!(String::from_utf8(conf)
+    let mut expected: Vec<String> = all.iter().map(|p| output_name(p)).collect();
+    expected.sort();
+    assert_eq!(bed.entries(), expected, "the outputs, and no staging left");
+    for platform in &all {
+        assert_outputs_check(&sh, &bed, platform);
+        let record = bed.record(platform);
+        assert_eq!(record["made_by"], "bake");
+        assert_eq!(record["platform"], *platform);
+        assert_eq!(record["kubernetes_bin_dir"], "/usr/bin");
+        assert!(record["base_image_signed_by"]["primary_key"].is_string());
+        let names: Vec<&str> = record["sysext_inputs"]
+            .as_array()
             .unwrap()
-            .contains("MatchPattern=kubernetes-v1.36.@v-%a.raw"));
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap())
-                .unwrap();
-        assert_eq!(record["platform"], platform);
-        assert_eq!(record["sysext"]["sha512"], sha512(&bed.sysext));
-        assert_eq!(record["outputs"][0]["sha512"], sha512(&raw));
-        assert!(
-            record["base_image_signed_by"]["primary_key"].is_string(),
-            "{record}"
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["kubeadm", "kubelet", "kubectl", "cni", "crictl"]);
+        assert_eq!(
+            record["raw_disk"]["sha512"],
+            bed.record("qemu")["raw_disk"]["sha512"],
+            "{platform}: the same release disk, baked the same way"
         );
     }
-    let leftovers: Vec<String> = std::fs::read_dir(bed.output_root())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert_eq!(
-        leftovers,
-        Vec::<String>::new(),
-        "no staging directory is left"
+    let scratch = tempfile::tempdir().unwrap();
+    let qemu = bed.output_root().join(output_name("qemu"));
+    let root = root_of_qcow2(
+        &qemu.join(format!("{}.qcow2", output_name("qemu"))),
+        scratch.path(),
     );
+    let sysext_sha512 = bed.record("qemu")["sysext"]["sha512"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_root_is_baked(&sh, &root, &sysext_sha512);
 
-    // Baked again with the same inputs: the same disk bytes.
-    let name = "flatcar-stable-4081.2.0-kube-v1.36.1-metal";
-    let first = sha512(&bed.output_root().join(name).join(format!("{name}.raw")));
+    // Baked again with the same inputs: the same extension and disk bytes.
+    let first = bed.record("metal");
     let out = bed.bake(&["stable", "--platform", "metal", "--sysupdate"]);
     assert!(!out.status.success(), "an existing output needs --force");
     let out = bed.bake(&["stable", "--platform", "metal", "--sysupdate", "--force"]);
     assert!(out.status.success(), "{}", support::both(&out));
-    assert_eq!(
-        first,
-        sha512(&bed.output_root().join(name).join(format!("{name}.raw")))
+    let second = bed.record("metal");
+    assert_eq!(first["sysext"], second["sysext"]);
+    assert_eq!(first["raw_disk"], second["raw_disk"]);
+    assert_eq!(first["outputs"], second["outputs"]);
+}
+
+#[test]
+fn an_interrupted_bake_leaves_no_output_and_no_staging() {
+    let bed = Bed::new(FLATCAR_OS_RELEASE);
+    let child = bed
+        .command(&["stable", "--platform", "qemu,metal,vmware"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bed.entries().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        !bed.entries().is_empty(),
+        "the bake made its work directory"
     );
+    // SAFETY: signals the child this test started, by its id.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text = support::both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert_eq!(bed.entries(), Vec::<String>::new(), "{text}");
 }
 
 #[test]
@@ -599,12 +779,9 @@ fn an_image_whose_os_release_the_sysext_does_not_match_is_refused_with_both_valu
         text.contains("SYSEXT_LEVEL=1.0 does not match the image's os-release SYSEXT_LEVEL="),
         "{text}"
     );
-    let entries: Vec<_> = std::fs::read_dir(bed.output_root())
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
     assert_eq!(
-        entries,
-        Vec::<std::ffi::OsString>::new(),
+        bed.entries(),
+        Vec::<String>::new(),
         "no output directory, no staging left"
     );
 }

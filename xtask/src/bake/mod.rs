@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::artifacts;
 use crate::build::output_dir::{digests_of, install_output};
 use crate::build::record::{Artifact, SignedBy, FILE_NAME};
-use crate::artifacts;
 use crate::disk_image::DiskImage;
 use crate::flatcar::platform::{Output, Platform, ReleaseImage, SourceFormat};
 use crate::flatcar::{self, FetchOptions, Release};

@@ -138,7 +138,11 @@ fn input_plan(artifact: &Artifact) -> InputPlan {
         url: crate::net::credentials::redact(&artifact.url).into_owned(),
         checksum: match &artifact.checksum {
             ChecksumSource::File { url, algorithm } => {
-                format!("{} from {}", algorithm.name(), crate::net::credentials::redact(url))
+                format!(
+                    "{} from {}",
+                    algorithm.name(),
+                    crate::net::credentials::redact(url)
+                )
             }
             ChecksumSource::Fixed { algorithm, digest } => {
                 format!("{} {digest} (published)", algorithm.name())

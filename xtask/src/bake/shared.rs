@@ -81,7 +81,14 @@ pub fn prepare(sh: &Shell, opts: &BakeOptions, arch: Arch) -> anyhow::Result<Sha
     edits.extend(node_edits(opts, work.path())?);
     if opts.sysupdate {
         let (path, text) = plan::sysupdate_conf(&opts.kubernetes_version);
-        edits.push(file_edit(work.path(), "sysupdate.conf", &path, 0o644, &text, opts.time)?);
+        edits.push(file_edit(
+            work.path(),
+            "sysupdate.conf",
+            &path,
+            0o644,
+            &text,
+            opts.time,
+        )?);
     }
     Ok(Shared {
         inputs: inputs_of(&cached)?,
@@ -149,7 +156,10 @@ fn cni_edits(
             let mode = entry.metadata()?.permissions().mode() & 0o7777;
             (Entry::File(entry.path().to_path_buf()), mode)
         } else {
-            bail!("{}: {relative} is neither a file nor a directory", archive.display());
+            bail!(
+                "{}: {relative} is neither a file nor a directory",
+                archive.display()
+            );
         };
         edits.push(Edit {
             path,
@@ -169,7 +179,14 @@ fn node_edits(opts: &BakeOptions, work: &Path) -> anyhow::Result<Vec<Edit>> {
     let root_files = opts.node.files.iter().filter(|f| f.target == Target::Root);
     for (index, file) in root_files.enumerate() {
         let name = format!("node-file-{index}");
-        edits.push(file_edit(work, &name, &file.path, file.mode, &file.contents, opts.time)?);
+        edits.push(file_edit(
+            work,
+            &name,
+            &file.path,
+            file.mode,
+            &file.contents,
+            opts.time,
+        )?);
     }
     for link in &opts.node.enabled_units {
         edits.push(Edit {

@@ -9,14 +9,14 @@ use xshell::Shell;
 use crate::artifacts::{self, PypyDefaults};
 use crate::bake::{self, plan, BakeOptions};
 use crate::build::plan::{rendered_variables, KubernetesVersion, Provider};
-use crate::packer::targets::BuildInput;
 use crate::commands::fetch_image::FetchImageArgs;
 use crate::error::Exit;
 use crate::flatcar::platform::Platform;
 use crate::flatcar::{self, Release};
-use crate::node_files::{self, NodeFiles, Target};
 use crate::net::download::HttpClient;
+use crate::node_files::{self, NodeFiles, Target};
 use crate::output::Format;
+use crate::packer::targets::BuildInput;
 use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::workspace;
 

@@ -321,12 +321,24 @@ fn made(output_dir: &Path) -> anyhow::Result<Made> {
     let (made_by, channel, version, accelerator, bin_dir) = if by_bake {
         let record = BakeRecord::read(output_dir)?;
         let bin_dir = record.kubernetes_bin_dir;
-        (rules::MadeBy::Bake, record.channel, record.version, None, bin_dir)
+        (
+            rules::MadeBy::Bake,
+            record.channel,
+            record.version,
+            None,
+            bin_dir,
+        )
     } else {
         let record = BuildRecord::read(output_dir)?;
         let (channel, version) = (record.recipe.channel, record.recipe.version);
         let accelerator = Some(record.accelerator);
-        (rules::MadeBy::Build, channel, version, accelerator, BUILD_BIN_DIR.to_owned())
+        (
+            rules::MadeBy::Build,
+            channel,
+            version,
+            accelerator,
+            BUILD_BIN_DIR.to_owned(),
+        )
     };
     let field = |name: &str, err: String| {
         anyhow::anyhow!(
@@ -536,8 +548,14 @@ mod tests {
             .iter()
             .map(|(_, s)| s.replace("{bin}", &made.bin_dir))
             .collect();
-        assert!(steps[2].starts_with("sudo /usr/bin/kubeadm init "), "{}", steps[2]);
-        assert!(steps.iter().all(|s| !s.contains("/opt/bin") && !s.contains("{bin}")));
+        assert!(
+            steps[2].starts_with("sudo /usr/bin/kubeadm init "),
+            "{}",
+            steps[2]
+        );
+        assert!(steps
+            .iter()
+            .all(|s| !s.contains("/opt/bin") && !s.contains("{bin}")));
 
         // A record that is neither a bake's nor a build's is refused, naming the file.
         std::fs::write(
