@@ -22,6 +22,7 @@ use crate::testbed::server::FileServer;
 use crate::testbed::signer::Signer;
 use crate::{nested_cargo, workspace};
 
+mod bake;
 mod build;
 
 /// The benchmarks, in the order they run.
@@ -45,6 +46,9 @@ pub enum Bench {
     Startup,
     /// Boot-to-SSH of the rehearsal guest booted like Flatcar vs the old flow's fixed 180 s `boot_wait`.
     BootToSsh,
+    /// `bake --platform qemu` with warm caches against a small signed loopback
+    /// release (target < 30 s), and two bakes of the same inputs compared byte for byte.
+    Bake,
     /// A clean build of the xtask crate (only with --slow).
     ColdBuild,
     /// build-flatcar on the rehearsal guest with warm caches vs the baseline
@@ -109,6 +113,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::Mirror,
             Bench::Startup,
             Bench::BootToSsh,
+            Bench::Bake,
         ];
         if args.slow {
             names.extend([Bench::ColdBuild, Bench::Build]);
@@ -128,6 +133,7 @@ pub fn run(sh: &Shell, args: &BenchArgs) -> anyhow::Result<()> {
             Bench::Mirror => mirror_one_channel()?,
             Bench::Startup => startup(sh, n)?,
             Bench::BootToSsh => boot_to_ssh()?,
+            Bench::Bake => bake::rows(sh, own_binary_path()?, n.min(3))?,
             Bench::ColdBuild => cold_build(sh)?,
             Bench::Build => build::rows(sh, own_binary_path()?, &args.baseline_revision)?,
         });
