@@ -44,7 +44,13 @@ pub fn rows(sh: &Shell, xtask: &Path, n: usize) -> anyhow::Result<Vec<Row>> {
         let started = Instant::now();
         let out = Command::new(xtask)
             .args(["bake", "stable", VERSION, "--platform", "qemu", "--force"])
-            .args(["--kubernetes-version", KUBERNETES, "--arch", "amd64", "--quiet"])
+            .args([
+                "--kubernetes-version",
+                KUBERNETES,
+                "--arch",
+                "amd64",
+                "--quiet",
+            ])
             .arg("--release-server")
             .arg(format!("{url}/{{channel}}"))
             .arg("--signing-key")
@@ -82,7 +88,7 @@ pub fn rows(sh: &Shell, xtask: &Path, n: usize) -> anyhow::Result<Vec<Row>> {
             n,
             &times,
             Duration::from_secs(30),
-            "qemu, warm caches, 600 MiB test disk; build-flatcar's time is the build row's",
+            "qemu, warm caches, 1.2 GiB ROOT holding 400 MiB; build-flatcar's time is the build row's",
         ),
         same_bytes_row(&first, &last, stats(&times)),
     ])
@@ -90,8 +96,8 @@ pub fn rows(sh: &Shell, xtask: &Path, n: usize) -> anyhow::Result<Vec<Row>> {
 
 /// Whether two bakes of the same inputs made the same extension and raw disk.
 fn same_bytes_row(first: &BakeRecord, last: &BakeRecord, time: crate::measure::Stats) -> Row {
-    let same = first.sysext.sha512 == last.sysext.sha512
-        && first.raw_disk.sha512 == last.raw_disk.sha512;
+    let same =
+        first.sysext.sha512 == last.sysext.sha512 && first.raw_disk.sha512 == last.raw_disk.sha512;
     Row {
         name: "bake-same-bytes".into(),
         unit: "s",
@@ -138,13 +144,16 @@ fn write_release(sh: &Shell, dir: &Path, tree: &Path) -> anyhow::Result<PathBuf>
     )?;
     std::fs::write(root.join("usr/payload"), noise(400 * MIB, 1))?;
     let disk = dir.join("disk.raw");
-    let (root_start, root_sectors) = (34816u64, 1_228_800u64);
+    let (root_start, root_sectors) = (34816u64, 2_457_600u64);
     let size = (root_start + root_sectors + 2048) * 512;
     std::fs::File::create(&disk)?.set_len(size)?;
     let layout = format!(
         "label: gpt\nstart=2048, size=32768, name=OEM\nstart={root_start}, size={root_sectors}, name=ROOT\n"
     );
-    cmd!(sh, "sfdisk --quiet {disk}").stdin(layout).quiet().run()?;
+    cmd!(sh, "sfdisk --quiet {disk}")
+        .stdin(layout)
+        .quiet()
+        .run()?;
     let offset = format!("offset={}", root_start * 512);
     let fs_size = format!("{}k", root_sectors / 2);
     cmd!(sh, "mkfs.ext4 -q -d {root} -E {offset} {disk} {fs_size}")
@@ -179,12 +188,20 @@ fn write_downloads(sh: &Shell, tree: &Path) -> anyhow::Result<()> {
         std::fs::write(bin.join(name), noise(mib * MIB, seed))?;
     }
     std::fs::write(staging.join("crictl"), noise(40 * MIB, 5))?;
-    for (i, plugin) in ["bridge", "host-local", "loopback", "portmap"].iter().enumerate() {
-        std::fs::write(staging.join("cni").join(plugin), noise(4 * MIB, 6 + i as u64))?;
+    for (i, plugin) in ["bridge", "host-local", "loopback", "portmap"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(
+            staging.join("cni").join(plugin),
+            noise(4 * MIB, 6 + i as u64),
+        )?;
     }
     let (crictl, cni) = (dl.join("crictl.tar.gz"), dl.join("cni.tgz"));
     let cni_dir = staging.join("cni");
-    cmd!(sh, "tar -czf {crictl} -C {staging} crictl").quiet().run()?;
+    cmd!(sh, "tar -czf {crictl} -C {staging} crictl")
+        .quiet()
+        .run()?;
     cmd!(sh, "tar -czf {cni} -C {cni_dir} .").quiet().run()?;
     std::fs::remove_dir_all(&staging)?;
     for file in ["kubeadm", "kubelet", "kubectl"]
