@@ -195,12 +195,21 @@ fn bake_one(
     let work = hidden_dir(&opts.output_root, &format!(".{name}.work-"))?;
     let (raw, os_release) = bake_raw(sh, platform, &image.path, work.path(), shared, release)?;
     stop_if_interrupted()?;
+    // The raw disk is hashed while the outputs are written: both only read it.
+    let dirs = (staging.path(), work.path());
+    let (sha512, written) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| flatcar::cache::sha512_file(&raw));
+        let written = outputs::write(sh, platform, &raw, dirs, &name, release.arch, opts.time);
+        (
+            hashing.join().expect("the hashing thread panicked"),
+            written,
+        )
+    });
+    written?;
     let raw_disk = Artifact {
         file: format!("{name}.raw"),
-        sha512: flatcar::cache::sha512_file(&raw)?,
+        sha512: sha512?,
     };
-    let dirs = (staging.path(), work.path());
-    outputs::write(sh, platform, &raw, dirs, &name, release.arch, opts.time)?;
     drop(work);
     stop_if_interrupted()?;
     let rules_vars = crate::node_files::rules_vars(&opts.build_vars);
