@@ -114,7 +114,9 @@ fn content_id(base_name: &str) -> u32 {
     u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")) & 0x7fff_ffff
 }
 
-/// Replaces the 8 hex digits after `CID=` in the VMDK's embedded descriptor.
+/// Writes `cid` as the 8 hex digits after `CID=` in the VMDK's embedded
+/// descriptor. qemu-img writes its random CID without leading zeros, so the text
+/// after it moves into the descriptor's NUL padding when the digits were fewer.
 fn pin_content_id(vmdk: &Path, cid: u32) -> anyhow::Result<()> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -124,14 +126,25 @@ fn pin_content_id(vmdk: &Path, cid: u32) -> anyhow::Result<()> {
     let mut head = vec![0; VMDK_HEAD];
     let read = file.read(&mut head)?;
     head.truncate(read);
-    let at = descriptor_cid_offset(&head).with_context(|| format!("reading {}", vmdk.display()))?;
+    let (at, len, end) =
+        descriptor_cid(&head).with_context(|| format!("reading {}", vmdk.display()))?;
+    let grow = 8 - len;
+    if head[end - grow..end].iter().any(|b| *b != 0) {
+        bail!(
+            "{}: its descriptor has no room for an 8-digit CID",
+            vmdk.display()
+        );
+    }
+    let mut rewritten = format!("{cid:08x}").into_bytes();
+    rewritten.extend_from_slice(&head[at + len..end - grow]);
     file.seek(SeekFrom::Start(at as u64))?;
-    file.write_all(format!("{cid:08x}").as_bytes())
+    file.write_all(&rewritten)
         .with_context(|| format!("writing {}", vmdk.display()))
 }
 
-/// Where the 8 hex digits of `CID=` start in a sparse VMDK's head.
-fn descriptor_cid_offset(head: &[u8]) -> anyhow::Result<usize> {
+/// Where the hex digits of `CID=` start in a sparse VMDK's head, how many there
+/// are (1 to 8), and where the descriptor's sectors end.
+fn descriptor_cid(head: &[u8]) -> anyhow::Result<(usize, usize, usize)> {
     let (start, end) = descriptor_range(head)?;
     let descriptor = &head[start..end];
     let at = descriptor
@@ -139,10 +152,14 @@ fn descriptor_cid_offset(head: &[u8]) -> anyhow::Result<usize> {
         .position(|w| w == b"\nCID=")
         .context("its descriptor has no CID= line")?;
     let digits = start + at + 5;
-    if head.len() < digits + 8 || !head[digits..digits + 8].iter().all(u8::is_ascii_hexdigit) {
-        bail!("its descriptor's CID is not 8 hex digits");
+    let len = head[digits..end]
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    if !(1..=8).contains(&len) || head.get(digits + len) != Some(&b'\n') {
+        bail!("its descriptor's CID is not 1 to 8 hex digits");
     }
-    Ok(digits)
+    Ok((digits, len, end))
 }
 
 /// The byte range of the descriptor a sparse VMDK header points to, within `head`.
@@ -362,17 +379,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cid_qemu_wrote_without_leading_zeros_is_pinned_to_eight_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let vmdk = dir.path().join("disk.vmdk");
+        let text = "version=1\nCID=750e831\ncreateType=\"streamOptimized\"\n";
+        std::fs::write(&vmdk, vmdk_head(text, 8)).unwrap();
+        pin_content_id(&vmdk, 0x0123_4567).unwrap();
+        let head = std::fs::read(&vmdk).unwrap();
+        let (start, end) = descriptor_range(&head).unwrap();
+        let descriptor = String::from_utf8_lossy(&head[start..end]);
+        assert!(
+            descriptor.starts_with("version=1\nCID=01234567\ncreateType=\"streamOptimized\"\n\0"),
+            "{descriptor:?}"
+        );
+    }
+
+    #[test]
     fn reads_capacity_type_and_content_id_from_a_vmdk_head() {
         let head = vmdk_head(
             "# Disk DescriptorFile\nversion=1\nCID=b750e831\ncreateType=\"streamOptimized\"\n",
             131_072,
         );
         assert_eq!(vmdk_facts(&head).unwrap(), (64 << 20, true));
-        let at = descriptor_cid_offset(&head).unwrap();
-        assert_eq!(&head[at..at + 8], b"b750e831");
+        let (at, len, _) = descriptor_cid(&head).unwrap();
+        assert_eq!(&head[at..at + len], b"b750e831");
+        let short = vmdk_head("version=1\nCID=750e831\ncreateType=\"x\"\n", 8);
+        assert_eq!(descriptor_cid(&short).unwrap().1, 7);
         let sparse = vmdk_head("version=1\nCID=zz\ncreateType=\"monolithicSparse\"\n", 8);
         assert_eq!(vmdk_facts(&sparse).unwrap(), (4096, false));
-        assert!(descriptor_cid_offset(&sparse).is_err());
+        assert!(descriptor_cid(&sparse).is_err());
         assert!(vmdk_facts(&[0; 1024]).is_err());
         assert_ne!(content_id("a"), content_id("b"));
         assert_ne!(content_id("a"), u32::MAX);
