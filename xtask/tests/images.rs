@@ -851,7 +851,7 @@ fn downloads_that_do_not_match_their_checksums_stop_the_build() {
         "an unverified PyPy was installed"
     );
 
-    // kubeadm: get_url checks it against the checksum file next to it.
+    // kubeadm: the download script checks it against the checksum file next to it.
     let v = &fixture.versions;
     let kubeadm = fixture.mirror().join(format!(
         "release/{}/bin/linux/{}/kubeadm",
