@@ -4,7 +4,10 @@
 //! sites; the build reaches them only through the options an air-gapped user has
 //! (`--release-server`, `--signing-key`, `--mirror-config`). The box is verified
 //! with vagrant-libvirt inside a private network namespace, so no bridge, dnsmasq or
-//! libvirtd of the rehearsal ever touches the host.
+//! libvirtd of the rehearsal ever touches the host. With `--bake` it rehearses
+//! `bake` instead (`bake_path`).
+
+mod bake_path;
 
 use std::ffi::OsString;
 use std::io::{Seek, SeekFrom, Write};
@@ -17,6 +20,7 @@ use xshell::Shell;
 
 use crate::build::plan::{self, Provider};
 use crate::commands::build_flatcar::{self, BuildArgs};
+use crate::flatcar::platform::Platform;
 use crate::flatcar::release::Variant;
 use crate::testbed::{self, downloads, guest, mirror, platform_images, release_tree, server};
 use crate::vm::libvirt_namespace::LibvirtNamespace;
@@ -65,6 +69,9 @@ pub struct RehearseArgs {
     /// Keep the rehearsal's output directory under images/capi/output.
     #[arg(long)]
     keep_output: bool,
+    /// Rehearse `bake` instead of build-flatcar: bake every platform from the mirror, boot the qemu, openstack, proxmoxve and kubevirt outputs through their config channels and run the node rules on them, check the other outputs structurally.
+    #[arg(long, conflicts_with_all = ["fault", "no_verify"])]
+    bake: bool,
 }
 
 /// Lets the rehearsal parse `build-flatcar`'s own command line.
@@ -92,7 +99,13 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let run_dir = fresh_run_dir()?;
-    let (mirror, server, mirror_config) = serve_mirror(sh, &run_dir, &guest, args.fault)?;
+    let platforms: &[Platform] = if args.bake {
+        &platform_images::PUBLISHED
+    } else {
+        &platform_images::BOOTABLE
+    };
+    let (mirror, server, mirror_config) =
+        serve_mirror(sh, &run_dir, &guest, platforms, args.fault)?;
     steps.record(
         "loopback mirror",
         &format!(
@@ -103,6 +116,19 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         ),
         started,
     );
+    if args.bake {
+        let baked = bake_path::run(
+            sh,
+            &mirror,
+            &server.url(),
+            &mirror_config,
+            &run_dir,
+            args.keep_output,
+            &mut steps,
+        );
+        check_only_the_host_downloaded(&server.requests())?;
+        return baked;
+    }
 
     let build_args = build_args(
         &mirror,
@@ -323,6 +349,7 @@ fn serve_mirror(
     sh: &Shell,
     run_dir: &Path,
     guest: &guest::Guest,
+    platforms: &[Platform],
     fault: Option<Fault>,
 ) -> anyhow::Result<(mirror::Mirror, server::FileServer, PathBuf)> {
     let downloads = downloads::Downloads::from_vars(&plan::rendered_variables(
@@ -335,7 +362,7 @@ fn serve_mirror(
         &run_dir.join("mirror"),
         guest,
         "stable",
-        &platform_images::BOOTABLE,
+        platforms,
         &downloads,
     )?;
     if let Some(fault) = fault.filter(|f| *f != Fault::KernelParamUnset) {

@@ -10,6 +10,7 @@
 //! Everything here feeds the real build through the inputs any user can set (release
 //! server, signing key, download URLs); no build code path knows it is rehearsing.
 
+pub mod baked;
 pub mod boot;
 pub mod disk;
 pub mod downloads;

@@ -3,6 +3,8 @@
 //! platform's config channel), in the platform's container, under Flatcar's artifact
 //! name. Made from the cached guest on first use and cached beside it (the guest's
 //! directory is keyed by its recipe, so a new guest gets new platform images).
+//! VMware's OVA and Azure's fixed VHD are made with the bake's own converters
+//! (`disk_formats`): they cannot boot here, but a bake of every platform needs them.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ use xshell::{cmd, Shell};
 
 use super::guest::Guest;
 use super::{disk, oem};
+use crate::disk_formats::{ova, vhd};
 use crate::flatcar::platform::{Platform, SourceFormat};
 
 /// The platforms whose image the test bed makes and QEMU boots: every platform whose
@@ -24,6 +27,19 @@ pub const BOOTABLE: [Platform; 6] = [
     Platform::Hetzner,
 ];
 
+/// Every platform a release publishes an image for: the bootable ones, then the
+/// two whose container QEMU does not boot (checked structurally instead).
+pub const PUBLISHED: [Platform; 8] = [
+    Platform::Qemu,
+    Platform::Openstack,
+    Platform::Proxmoxve,
+    Platform::Kubevirt,
+    Platform::Metal,
+    Platform::Hetzner,
+    Platform::Vmware,
+    Platform::Azure,
+];
+
 /// One platform's image, as a release serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedImage {
@@ -33,23 +49,18 @@ pub struct PublishedImage {
     pub path: PathBuf,
 }
 
-/// The release file Flatcar publishes for a bootable platform: qcow2 images as they
-/// are, raw disks only bzip2-compressed (`flatcar_production_image.bin.bz2`).
-pub fn published_name(platform: Platform) -> anyhow::Result<String> {
+/// The release file Flatcar publishes for a platform: qcow2 images and the OVA as
+/// they are, raw disks and the VHD only bzip2-compressed
+/// (`flatcar_production_image.bin.bz2`, `flatcar_production_azure_image.vhd.bz2`).
+pub fn published_name(platform: Platform) -> String {
     let [plain, compressed] = platform.published_files();
     match platform.source_format() {
-        SourceFormat::Qcow2 => Ok(plain),
-        SourceFormat::Raw => Ok(compressed),
-        SourceFormat::Ova | SourceFormat::Vhd => bail!(
-            "the test bed makes no {platform} image: an OVA or VHD is converted from a \
-             bootable image by the disk formats code, which is not wired in here yet"
-        ),
+        SourceFormat::Qcow2 | SourceFormat::Ova => plain,
+        SourceFormat::Raw | SourceFormat::Vhd => compressed,
     }
 }
 
-/// The images for `platforms`, in that order. This is where the OVA (vmware) and
-/// fixed VHD (azure) join, converted from a bootable image, once a converter exists;
-/// until then asking for them fails naming the platform.
+/// The images for `platforms`, in that order.
 pub fn images(
     sh: &Shell,
     guest: &Guest,
@@ -63,7 +74,7 @@ pub fn images(
 
 /// The guest published for `platform`, made now unless cached.
 pub fn image(sh: &Shell, guest: &Guest, platform: Platform) -> anyhow::Result<PublishedImage> {
-    let file_name = published_name(platform)?;
+    let file_name = published_name(platform);
     if platform == Platform::Qemu {
         // The cached guest is QEMU's image: its OEM partition says `qemu`.
         return Ok(PublishedImage {
@@ -104,14 +115,30 @@ fn make(sh: &Shell, base: &Path, platform: Platform, out: &Path) -> anyhow::Resu
         .context("unpacking the guest's disk")?;
     disk::write_oem(sh, &raw, &oem::files(platform, super::FLATCAR_VERSION))?;
     let made = work.path().join("image");
+    // The converters name their output after a base name; the artifact's stem is
+    // Flatcar's (`flatcar_production_vmware_ova`, `flatcar_production_azure_image`).
+    let stem = platform
+        .image_file_name()
+        .rsplit_once('.')
+        .map_or(platform.image_file_name(), |(stem, _)| stem);
+    // Release images carry no meaningful time: the epoch, like a bake without
+    // SOURCE_DATE_EPOCH.
     match platform.source_format() {
         SourceFormat::Qcow2 => cmd!(sh, "qemu-img convert -c -O qcow2 {raw} {made}")
             .quiet()
             .run()
             .context("compressing the disk into a qcow2")?,
         SourceFormat::Raw => bzip2(&raw, &made)?,
-        SourceFormat::Ova | SourceFormat::Vhd => {
-            bail!("{platform} has no bootable image format here")
+        SourceFormat::Ova => {
+            let ova = ova::write(sh, &raw, work.path(), stem, 0)?;
+            ova::check(&ova)?;
+            std::fs::rename(&ova, &made).context("naming the OVA")?;
+        }
+        SourceFormat::Vhd => {
+            let vhd = vhd::write(sh, &raw, work.path(), stem, 0)?;
+            // The raw disk is not needed any more: free its space before compressing.
+            std::fs::remove_file(&raw).context("removing the unpacked disk")?;
+            bzip2(&vhd, &made)?;
         }
     }
     std::fs::rename(&made, out)
@@ -139,10 +166,7 @@ mod tests {
 
     #[test]
     fn published_names_are_flatcars_artifacts() {
-        let names: Vec<String> = BOOTABLE
-            .iter()
-            .map(|&p| published_name(p).unwrap())
-            .collect();
+        let names: Vec<String> = PUBLISHED.iter().map(|&p| published_name(p)).collect();
         assert_eq!(
             names,
             [
@@ -152,9 +176,9 @@ mod tests {
                 "flatcar_production_kubevirt_image.qcow2",
                 "flatcar_production_image.bin.bz2",
                 "flatcar_production_hetzner_image.bin.bz2",
+                "flatcar_production_vmware_ova.ova",
+                "flatcar_production_azure_image.vhd.bz2",
             ]
         );
-        let error = published_name(Platform::Vmware).unwrap_err().to_string();
-        assert!(error.contains("no vmware image"), "{error}");
     }
 }
