@@ -181,6 +181,75 @@ fn the_whole_pipeline_builds_and_verifies_a_box() {
     );
 }
 
+/// `rehearse --bake`: every platform baked from the mirror through bake's own
+/// command line, the dry-run plan names every artifact URL, the four outputs QEMU
+/// boots pass the node rules through their own config channel, the others pass
+/// their format's structural check, and nothing is left behind.
+#[test]
+#[ignore = "bakes every platform and boots four VMs under TCG as root (minutes); CI runs it"]
+fn the_bake_rehearsal_boots_each_bootable_output_and_checks_the_rest() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let started = std::time::Instant::now();
+    let out = rehearse(&["--bake"]);
+    let err = stderr(&out);
+    eprintln!(
+        "rehearse --bake took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "{}", support_tail(&err));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("bake --dry-run") && l.contains("every one on the mirror")),
+        "{}",
+        support_tail(&err)
+    );
+    let booted = ["qemu", "openstack", "proxmoxve", "kubevirt"];
+    for platform in booted
+        .iter()
+        .chain(&["metal", "hetzner", "vmware", "azure"])
+    {
+        let row = err
+            .lines()
+            .find(|l| l.starts_with(&format!("{platform} ")) && l.contains(" ok ("))
+            .unwrap_or_else(|| panic!("no checked {platform} row:\n{}", support_tail(&err)));
+        assert!(row.contains(" pass "), "{row}");
+        if booted.contains(platform) {
+            assert!(
+                row.contains("s to SSH") && row.contains(" passed, 0 failed"),
+                "{row}"
+            );
+            for rule in [
+                "service kubelet",
+                "kernel-param vm.overcommit_memory",
+                "command crictl ps answers on the build's socket",
+                "command kubeadm reports the build's Kubernetes",
+                "file /etc/kubeadm.yml",
+            ] {
+                assert!(
+                    err.contains(&format!("{platform}: [PASS] {rule}")),
+                    "{platform}: {rule}:\n{}",
+                    support_tail(&err)
+                );
+            }
+        } else {
+            assert!(row.contains("not booted here"), "{row}");
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(project_root().join("images/capi/output"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{BUILD_NAME}-"))
+        })
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "output left behind: {left:?}");
+    assert_eq!(rehearsal_qemus(), Vec::<String>::new());
+}
+
 #[test]
 #[ignore = "needs the rehearsal guest (root, minutes); CI runs it"]
 fn a_tampered_image_stops_the_build_before_anything_boots() {

@@ -232,6 +232,13 @@ fn check_platform(sh: &Shell, platform: Platform, output_dir: &Path, work: &Path
     }
     match baked::boot_and_check(sh, platform, output_dir, work) {
         Ok(booted) => {
+            for rule in &booted.rules.rules {
+                let status = if rule.passed { "PASS" } else { "FAIL" };
+                eprintln!(
+                    "{platform}: [{status}] {} | expected: {} | found: {}",
+                    rule.name, rule.expected, rule.found
+                );
+            }
             let failed: Vec<&str> = booted
                 .rules
                 .rules
