@@ -6,6 +6,7 @@
 //! bake recorded in its output directory).
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,7 +158,6 @@ fn copy_layer_disk(archive: &Path, out: &Path) -> anyhow::Result<()> {
             .iter()
             .find(|m| m.kind == Kind::File && m.name.trim_start_matches("./").starts_with("disk/"));
         if let Some(disk) = disk {
-            use std::io::{Read, Seek, SeekFrom};
             file.seek(SeekFrom::Start(disk.offset))?;
             let mut target = std::fs::File::create(out)
                 .with_context(|| format!("creating {}", out.display()))?;
