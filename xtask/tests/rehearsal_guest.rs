@@ -29,12 +29,6 @@ const CHECKS: &[&str] = &[
     "no unit failed during boot",
     "update-engine.service stays masked after a reboot",
     "locksmithd.service stays masked after a reboot",
-    "openstack: Ignition from its drive applied",
-    "openstack: the sysext is merged, its unit started",
-    "proxmoxve: Ignition from its drive applied",
-    "proxmoxve: the sysext is merged, its unit started",
-    "kubevirt: Ignition from its drive applied",
-    "kubevirt: the sysext is merged, its unit started",
 ];
 
 #[test]
