@@ -129,12 +129,24 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         check_only_the_host_downloaded(&server.requests())?;
         return baked;
     }
+    build_path(sh, args, &mirror, &server, &mirror_config, &run_dir, &mut steps)
+}
 
+/// The build path: build-flatcar against the mirror, then verify-vagrant on its box.
+fn build_path(
+    sh: &Shell,
+    args: &RehearseArgs,
+    mirror: &mirror::Mirror,
+    server: &server::FileServer,
+    mirror_config: &Path,
+    run_dir: &Path,
+    steps: &mut Steps,
+) -> anyhow::Result<()> {
     let build_args = build_args(
-        &mirror,
+        mirror,
         &server.url(),
-        &run_dir,
-        &mirror_config,
+        run_dir,
+        mirror_config,
         claimed_version(args.fault),
     )?;
     let started = Instant::now();
@@ -172,7 +184,7 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
     let build_rules = std::fs::read_to_string(output_dir.join("packer.log"))
         .map(|log| rules::report::parse(&log))
         .unwrap_or_default();
-    let (verified, verify_rules) = verify_built(args, &run_dir, &output_dir, &mut steps);
+    let (verified, verify_rules) = verify_built(args, run_dir, &output_dir, steps);
     if !args.keep_output {
         std::fs::remove_dir_all(&output_dir)
             .with_context(|| format!("removing {}", output_dir.display()))?;

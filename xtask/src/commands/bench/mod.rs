@@ -366,33 +366,32 @@ fn fetch_verify() -> anyhow::Result<Vec<Row>> {
     ])
 }
 
-/// `mirror` for one channel vs curl + sha256sum (+ sha512sum and gpgv for the image)
-/// of the same files, from a loopback server.
-fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
+/// The loopback release and artifacts the `mirror` bench fetches, both ways.
+struct MirrorSite {
+    server: FileServer,
+    version: &'static str,
+    /// The armored key for `mirror`, and the keyring for gpgv.
+    key: PathBuf,
+    keyring: PathBuf,
+    /// Every file's URL, the image first.
+    urls: Vec<String>,
+    /// The image's detached signature.
+    signature_url: String,
+    /// The var file that points the artifacts at the server, as upstream.
+    upstream_file: PathBuf,
+}
+
+/// Fills `base` with a signed 256 MiB image and seven 32 MiB artifacts with their
+/// checksum files, and serves it.
+fn mirror_site(base: &Path) -> anyhow::Result<MirrorSite> {
     use crate::artifacts::{artifact_list, checksum::Algorithm, variables_at, Pypy};
-    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
-        .context("making a bench directory")?;
-    let base = base.path();
     let (version, image_name, signer) = (
         "4081.2.0",
         Variant::Bios.image_file_name(),
         Signer::new("Bench <bench@localhost>")?,
     );
     let source = base.join("source.img");
-    let pattern = |path: &Path, mib: usize, seed: u8| -> anyhow::Result<Vec<u8>> {
-        let block: Vec<u8> = (0..1usize << 20)
-            .map(|i| (i * 31 % 251) as u8 ^ seed)
-            .collect();
-        let mut all = Vec::with_capacity(mib << 20);
-        for i in 0..mib as u32 {
-            all.extend_from_slice(&i.to_le_bytes());
-            all.extend_from_slice(&block[4..]);
-        }
-        std::fs::create_dir_all(path.parent().context("a parent")?)?;
-        std::fs::write(path, &all).with_context(|| format!("writing {}", path.display()))?;
-        Ok(all)
-    };
-    pattern(&source, 256, 0)?;
+    patterned_file(&source, 256, 0)?;
     let release = Release {
         images: vec![Image {
             digests: Digests::Sha512Only,
@@ -412,7 +411,7 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
         None,
         &Default::default(),
     )?;
-    let pypy_body = pattern(&base.join("pypy.src"), 32, 7)?;
+    let pypy_body = patterned_file(&base.join("pypy.src"), 32, 7)?;
     let mut hasher = Algorithm::Sha256.hasher();
     hasher.update(&pypy_body);
     let pypy = Pypy {
@@ -421,15 +420,11 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
         platform: "linux64".into(),
         sha256: hasher.finish(),
     };
-    let list = artifact_list(&vars, &pypy)?;
     let release_url = format!("{}/stable/amd64-usr/{version}/", server.url());
     let mut urls = vec![format!("{release_url}{image_name}")];
-    for (i, a) in list.iter().enumerate() {
-        let body = pattern(
-            &base.join("www").join(&a.served_path),
-            32,
-            if a.name == "pypy" { 7 } else { i as u8 + 1 },
-        )?;
+    for (i, a) in artifact_list(&vars, &pypy)?.iter().enumerate() {
+        let seed = if a.name == "pypy" { 7 } else { i as u8 + 1 };
+        let body = patterned_file(&base.join("www").join(&a.served_path), 32, seed)?;
         let mut h = Algorithm::Sha256.hasher();
         h.update(&body);
         if let Some(sums) = a.checksum_served_path()? {
@@ -450,6 +445,40 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
     );
     let upstream_file = base.join("upstream.json");
     std::fs::write(&upstream_file, serde_json::to_string(&upstream)?)?;
+    Ok(MirrorSite {
+        server,
+        version,
+        key,
+        keyring,
+        urls,
+        signature_url: format!("{release_url}{image_name}.sig"),
+        upstream_file,
+    })
+}
+
+/// Writes `mib` MiB of a pattern that differs per MiB and per `seed` (so nothing
+/// compresses or deduplicates) to `path`, and returns the bytes.
+fn patterned_file(path: &Path, mib: usize, seed: u8) -> anyhow::Result<Vec<u8>> {
+    let block: Vec<u8> = (0..1usize << 20)
+        .map(|i| (i * 31 % 251) as u8 ^ seed)
+        .collect();
+    let mut all = Vec::with_capacity(mib << 20);
+    for i in 0..mib as u32 {
+        all.extend_from_slice(&i.to_le_bytes());
+        all.extend_from_slice(&block[4..]);
+    }
+    std::fs::create_dir_all(path.parent().context("a parent")?)?;
+    std::fs::write(path, &all).with_context(|| format!("writing {}", path.display()))?;
+    Ok(all)
+}
+
+/// `mirror` for one channel vs curl + sha256sum (+ sha512sum and gpgv for the image)
+/// of the same files, from a loopback server.
+fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
+    let base = tempfile::tempdir_in(workspace::project_root().join("target"))
+        .context("making a bench directory")?;
+    let base = base.path();
+    let site = mirror_site(base)?;
     let (cache, out, copies) = (base.join("cache"), base.join("mirror"), base.join("curl"));
     let iterations = 3;
     let (ours, baseline) = side_by_side(
@@ -462,54 +491,22 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
                 .arg(&out)
                 .args([
                     "stable",
-                    version,
+                    site.version,
                     "--quiet",
                     "--arch",
                     "amd64",
                     "--release-server",
                 ])
-                .arg(format!("{}/{{channel}}", server.url()))
+                .arg(format!("{}/{{channel}}", site.server.url()))
                 .arg("--signing-key")
-                .arg(&key)
+                .arg(&site.key)
                 .arg("--cache-dir")
                 .arg(&cache)
                 .arg("--mirror-config")
-                .arg(&upstream_file);
+                .arg(&site.upstream_file);
             timed(&mut c)
         },
-        || {
-            let _ = std::fs::remove_dir_all(&copies);
-            std::fs::create_dir_all(&copies)?;
-            let started = Instant::now();
-            let mut curl = Command::new("curl");
-            curl.args(["-sf", "--parallel", "--parallel-max", "4"])
-                .current_dir(&copies);
-            let mut names = Vec::new();
-            for (i, url) in urls
-                .iter()
-                .chain([&format!("{release_url}{image_name}.sig")])
-                .enumerate()
-            {
-                let name = format!("f{i}");
-                curl.arg("-o").arg(&name).arg(url);
-                names.push(name);
-            }
-            timed(&mut curl)?;
-            timed(Command::new("sha512sum").arg(copies.join("f0")))?;
-            timed(
-                Command::new("sha256sum")
-                    .args(&names[1..names.len() - 1])
-                    .current_dir(&copies),
-            )?;
-            timed(
-                Command::new("gpgv")
-                    .arg("--keyring")
-                    .arg(&keyring)
-                    .arg(copies.join(names.last().context("a sig")?))
-                    .arg(copies.join("f0")),
-            )?;
-            Ok(started.elapsed())
-        },
+        || curl_mirror_baseline(&site, &copies),
     )?;
     let mut row = ratio_row(
         "mirror one channel (480 MiB)",
@@ -521,6 +518,38 @@ fn mirror_one_channel() -> anyhow::Result<Vec<Row>> {
     );
     row.note = "slow: 3 runs".into();
     Ok(vec![row])
+}
+
+/// The same files fetched with curl into `copies` and checked with sha512sum (the
+/// image), sha256sum (the artifacts) and gpgv (the image's signature).
+fn curl_mirror_baseline(site: &MirrorSite, copies: &Path) -> anyhow::Result<Duration> {
+    let _ = std::fs::remove_dir_all(copies);
+    std::fs::create_dir_all(copies)?;
+    let started = Instant::now();
+    let mut curl = Command::new("curl");
+    curl.args(["-sf", "--parallel", "--parallel-max", "4"])
+        .current_dir(copies);
+    let mut names = Vec::new();
+    for (i, url) in site.urls.iter().chain([&site.signature_url]).enumerate() {
+        let name = format!("f{i}");
+        curl.arg("-o").arg(&name).arg(url);
+        names.push(name);
+    }
+    timed(&mut curl)?;
+    timed(Command::new("sha512sum").arg(copies.join("f0")))?;
+    timed(
+        Command::new("sha256sum")
+            .args(&names[1..names.len() - 1])
+            .current_dir(copies),
+    )?;
+    timed(
+        Command::new("gpgv")
+            .arg("--keyring")
+            .arg(&site.keyring)
+            .arg(copies.join(names.last().context("a sig")?))
+            .arg(copies.join("f0")),
+    )?;
+    Ok(started.elapsed())
 }
 
 /// The baseline: download with curl, hash with sha512sum, check with gpgv.
