@@ -129,7 +129,15 @@ pub fn run(sh: &Shell, args: &RehearseArgs) -> anyhow::Result<()> {
         check_only_the_host_downloaded(&server.requests())?;
         return baked;
     }
-    build_path(sh, args, &mirror, &server, &mirror_config, &run_dir, &mut steps)
+    build_path(
+        sh,
+        args,
+        &mirror,
+        &server,
+        &mirror_config,
+        &run_dir,
+        &mut steps,
+    )
 }
 
 /// The build path: build-flatcar against the mirror, then verify-vagrant on its box.
