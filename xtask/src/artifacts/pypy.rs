@@ -94,10 +94,7 @@ impl PypyDefaults {
 /// The PyPy of a build for `goarch`: the role's defaults, overridden by the
 /// `key=value` words of `ansible_extra_vars` the way Ansible's `--extra-vars` does.
 pub fn pypy(defaults: &PypyDefaults, goarch: &str, extra_vars: &str) -> anyhow::Result<Pypy> {
-    let extra: BTreeMap<&str, &str> = extra_vars
-        .split_whitespace()
-        .filter_map(|word| word.split_once('='))
-        .collect();
+    let extra = extra_var_values(extra_vars);
     let pick = |name: &str, default: &str| extra.get(name).map_or(default, |v| v).to_owned();
     let platform = defaults
         .platform_by_goarch
@@ -109,7 +106,7 @@ pub fn pypy(defaults: &PypyDefaults, goarch: &str, extra_vars: &str) -> anyhow::
         })?
         .clone();
     let sha256 = match extra.get("pypy_sha256") {
-        Some(sha) => (*sha).to_owned(),
+        Some(sha) => sha.clone(),
         None => defaults
             .sha256_by_platform
             .get(&platform)
@@ -124,6 +121,26 @@ pub fn pypy(defaults: &PypyDefaults, goarch: &str, extra_vars: &str) -> anyhow::
         platform,
         sha256,
     })
+}
+
+/// The values of an Ansible `--extra-vars` argument: `key=value` words, or a JSON
+/// object (Ansible takes both; a site's var file may hand it either).
+fn extra_var_values(extra_vars: &str) -> BTreeMap<String, String> {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(extra_vars.trim()) {
+        return map
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                serde_json::Value::String(text) => Some((key, text)),
+                serde_json::Value::Number(number) => Some((key, number.to_string())),
+                _ => None,
+            })
+            .collect();
+    }
+    extra_vars
+        .split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -172,5 +189,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("goarch `riscv64`"), "{err}");
+    }
+
+    /// Ansible reads a JSON object as extra vars too (the rehearsal's kernel-param
+    /// fault hands one over, keeping the mirror's PyPy in it).
+    #[test]
+    fn json_extra_vars_override_the_defaults_too() {
+        let sha = "ef".repeat(32);
+        let json = serde_json::json!({
+            "pypy_version": "7.3.11",
+            "pypy_python_version": "3.9",
+            "pypy_sha256": sha,
+            "node_sysctl_settings": {"kernel.panic": 10},
+        });
+        let p = pypy(&repository_defaults(), "amd64", &json.to_string()).unwrap();
+        assert_eq!(p.file_name(), "pypy3.9-v7.3.11-linux64.tar.bz2");
+        assert_eq!(p.sha256, sha);
     }
 }
