@@ -227,14 +227,13 @@ const BUILD_OPTIONS: &[&str] = &["-color=false", "-on-error=cleanup"];
 /// The plan for `inputs`; `image_sha512` is the verified image's digest once known,
 /// `artifact_server` the base URL the VM reaches the build's own server at once it
 /// runs (the download variables then point there).
-pub fn plan(
-    inputs: &PlanInputs,
-    image_sha512: Option<&str>,
-    artifact_server: Option<&str>,
-) -> anyhow::Result<Plan> {
-    let release = &inputs.release;
-    let mut supplied = inputs
-        .kubernetes
+/// The values a build or a bake supplies to the var files: the resolved release's
+/// channel and version, and the Kubernetes version when one was asked for.
+pub fn supplied_values(
+    release: &Release,
+    kubernetes: Option<KubernetesVersion>,
+) -> BTreeMap<String, String> {
+    let mut supplied = kubernetes
         .map(KubernetesVersion::overrides)
         .unwrap_or_default();
     supplied.insert(
@@ -245,6 +244,16 @@ pub fn plan(
         BuildInput::FlatcarVersion.variable().into(),
         release.version.to_string(),
     );
+    supplied
+}
+
+pub fn plan(
+    inputs: &PlanInputs,
+    image_sha512: Option<&str>,
+    artifact_server: Option<&str>,
+) -> anyhow::Result<Plan> {
+    let release = &inputs.release;
+    let mut supplied = supplied_values(release, inputs.kubernetes);
     let build_name = rendered(&inputs.values, &supplied, "build_name");
     let paths = BuildPaths::new(&inputs.root, &build_name);
     supplied.extend(build_variables(inputs, &paths, image_sha512));

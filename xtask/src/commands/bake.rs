@@ -8,15 +8,13 @@ use xshell::Shell;
 
 use crate::artifacts::{self, PypyDefaults};
 use crate::bake::{self, plan, BakeOptions};
-use crate::build::plan::{rendered_variables, KubernetesVersion, Provider};
+use crate::build::plan::{rendered_variables, supplied_values, KubernetesVersion, Provider};
 use crate::commands::fetch_image::FetchImageArgs;
-use crate::error::Exit;
 use crate::flatcar::platform::Platform;
 use crate::flatcar::{self, Release};
 use crate::net::download::HttpClient;
 use crate::node_files::{self, NodeFiles, Target};
 use crate::output::Format;
-use crate::packer::targets::BuildInput;
 use crate::toolchain::tools::{self, Purpose, TOOLS};
 use crate::workspace;
 
@@ -85,18 +83,7 @@ pub fn decide(args: &BakeArgs) -> anyhow::Result<Decided> {
     let platforms = plan::parse_platforms(&args.platform)?;
     let fetch = args.fetch.fetch_options()?;
     let release = flatcar::resolve(&fetch)?;
-    let mut supplied = args
-        .kubernetes_version
-        .map(KubernetesVersion::overrides)
-        .unwrap_or_default();
-    supplied.insert(
-        BuildInput::FlatcarChannel.variable().into(),
-        release.channel.to_string(),
-    );
-    supplied.insert(
-        BuildInput::FlatcarVersion.variable().into(),
-        release.version.to_string(),
-    );
+    let supplied = supplied_values(&release, args.kubernetes_version);
     let build_vars = rendered_variables(Provider::Qemu, args.mirror_config.as_deref(), &supplied)?;
     let get = |name: &str| build_vars.get(name).cloned().unwrap_or_default();
     let kubernetes_version = get("kubernetes_semver");
@@ -156,25 +143,7 @@ fn require_tools(sh: &Shell) -> anyhow::Result<()> {
         .iter()
         .filter(|t| t.purposes.contains(&Purpose::Bake))
         .collect();
-    let unusable: Vec<String> = tools::probe_all(sh, &needed)
-        .iter()
-        .filter(|p| !p.optional && !p.usable())
-        .map(|p| {
-            format!(
-                "  {}: {:?}; install: {}",
-                p.tool,
-                p.status,
-                p.hint.as_deref().unwrap_or("-")
-            )
-        })
-        .collect();
-    if !unusable.is_empty() {
-        eprintln!(
-            "error: the bake needs tools that are missing or unusable:\n{}",
-            unusable.join("\n")
-        );
-        return Err(Exit(2).into());
-    }
+    tools::require(sh, &needed, "the bake")?;
     Ok(())
 }
 

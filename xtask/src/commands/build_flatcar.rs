@@ -329,27 +329,7 @@ fn probe_tools(sh: &Shell, provider: Provider) -> anyhow::Result<Vec<Probe>> {
             provider == Provider::Qemu || matches!(t.program, "packer" | "ansible-playbook")
         })
         .collect();
-    let probes = tools::probe_all(sh, &needed);
-    let unusable: Vec<String> = probes
-        .iter()
-        .filter(|p| !p.optional && !p.usable())
-        .map(|p| {
-            format!(
-                "  {}: {:?}; install: {}",
-                p.tool,
-                p.status,
-                p.hint.as_deref().unwrap_or("-")
-            )
-        })
-        .collect();
-    if !unusable.is_empty() {
-        eprintln!(
-            "error: the build needs tools that are missing or unusable:\n{}",
-            unusable.join("\n")
-        );
-        return Err(Exit(2).into());
-    }
-    Ok(probes)
+    tools::require(sh, &needed, "the build")
 }
 
 /// The same checks as `cargo xtask validate --target <target>`.

@@ -928,6 +928,32 @@ fn missing_packer_plugins(listed: &str) -> Option<(String, String)> {
 
 /// Probes every tool (in parallel: vagrant alone takes a second to start) and
 /// returns the results in the order of [`TOOLS`].
+/// Probes `tools` and, when a required one is missing or unusable, names each with
+/// its install hint and stops with exit status 2 before `what` starts anything.
+pub fn require(sh: &Shell, tools: &[&'static Tool], what: &str) -> anyhow::Result<Vec<Probe>> {
+    let probes = probe_all(sh, tools);
+    let unusable: Vec<String> = probes
+        .iter()
+        .filter(|p| !p.optional && !p.usable())
+        .map(|p| {
+            format!(
+                "  {}: {:?}; install: {}",
+                p.tool,
+                p.status,
+                p.hint.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    if !unusable.is_empty() {
+        eprintln!(
+            "error: {what} needs tools that are missing or unusable:\n{}",
+            unusable.join("\n")
+        );
+        return Err(crate::error::Exit(2).into());
+    }
+    Ok(probes)
+}
+
 pub fn probe_all(sh: &Shell, tools: &[&'static Tool]) -> Vec<Probe> {
     let manager = detect_package_manager();
     std::thread::scope(|scope| {
